@@ -1,0 +1,11 @@
+"""The one exception type the command line turns into a one-line message."""
+
+
+class TransMRSRError(Exception):
+    """A problem with the user's input or options, reported without a traceback.
+
+    Library code raises this for anything a user can fix (a missing file, a 2-D image, an absurd
+    factor). The command line catches it, prints ``transmrsr: error: <message>`` on stderr and
+    exits with status 2. Programming errors keep their ordinary exception types so that they
+    still produce a traceback.
+    """
