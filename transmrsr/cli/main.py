@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "transmrsr.cli.upsample",
     "transmrsr.cli.evaluate",
     "transmrsr.cli.model_summary",
+    "transmrsr.cli.demo",
 )
 
 
@@ -54,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``transmrsr`` console script; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors: already printed
+        return int(exc.code or 0)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     try:

@@ -1,0 +1,83 @@
+"""Shared fixtures: synthetic volumes in every orientation, and the real scans when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+#: The project's real development scans (never committed): ``../shared/data/mri``.
+SHARED_MRI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mri"
+
+#: Real volumes with their orientation, one per orientation the manifest promises.
+REAL_VOLUMES = {
+    "colin27_t1.nii.gz": "RAS",
+    "m2208_t2w.nii.gz": "LAS",
+    "fs_norm_t1.mgz": "LIA",
+    "ixi012_t1_2mm.nii.gz": "PSR",
+}
+
+
+def shared_file(name: str) -> Path:
+    """Path of a shared real scan, skipping the test when the shared folder is absent."""
+    path = SHARED_MRI / name
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+def oriented_affine(codes: str, zooms=(1.0, 1.0, 1.0), origin=(-90.0, -110.0, -70.0)) -> np.ndarray:
+    """An affine whose array axes run along the given orientation codes (e.g. 'LIA')."""
+    directions = {
+        "R": (1, 0, 0),
+        "L": (-1, 0, 0),
+        "A": (0, 1, 0),
+        "P": (0, -1, 0),
+        "S": (0, 0, 1),
+        "I": (0, 0, -1),
+    }
+    affine = np.eye(4)
+    for axis, code in enumerate(codes):
+        affine[:3, axis] = np.asarray(directions[code], float) * zooms[axis]
+    affine[:3, 3] = origin
+    return affine
+
+
+def oblique_affine(zooms=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """A rotated (oblique) grid: 20 degrees about z then 10 degrees about x."""
+    a, b = np.deg2rad(20), np.deg2rad(10)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag(zooms)
+    affine[:3, 3] = (-80.0, -100.0, -60.0)
+    return affine
+
+
+def phantom(shape=(40, 48, 36), seed: int = 0) -> np.ndarray:
+    """A smooth head-like phantom with edges: ellipsoids of different intensity, plus noise."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r2 = sum(g**2 for g in grid)
+    vol = np.where(r2 < 0.8, 100.0, 0.0)
+    vol += np.where(r2 < 0.4, 60.0, 0.0)
+    vol += 30.0 * np.sin(4 * grid[0]) * (r2 < 0.8)
+    vol += rng.normal(0, 1.0, shape) * (r2 < 0.8)
+    return vol.astype(np.float32)
+
+
+@pytest.fixture
+def write_nifti(tmp_path):
+    """Write an array with an affine to a NIfTI file in tmp_path and return its path."""
+
+    def _write(data, affine, name="vol.nii.gz"):
+        path = tmp_path / name
+        nib.save(nib.Nifti1Image(np.asarray(data), affine), path)
+        return path
+
+    return _write

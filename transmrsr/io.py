@@ -1,0 +1,264 @@
+"""Volume input and output: NIfTI and FreeSurfer MGZ in, NIfTI out, geometry kept exact.
+
+Everything the tool reads goes through :func:`load_volume`, which returns one 3-D float32 array
+with its voxel-to-world affine, and everything it writes goes through :func:`save_volume`,
+which writes atomically (a temporary file in the target folder, then a rename) so that a killed
+run never leaves a half-written output behind. Bad input of any kind is reported as a
+:class:`~transmrsr.errors.TransMRSRError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from transmrsr.errors import TransMRSRError
+
+log = logging.getLogger(__name__)
+
+#: File name endings the tool reads.
+READABLE_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".mgz", ".mgh")
+#: File name endings the tool writes.
+WRITABLE_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+#: Output data types accepted by ``--dtype``.
+OUTPUT_DTYPES: tuple[str, ...] = ("float32", "float64", "int16", "uint16", "uint8", "int32")
+
+
+@dataclass
+class Volume:
+    """One 3-D image on a grid.
+
+    Attributes:
+        data: voxel values, float32, shape (I, J, K) in array (file) order.
+        affine: 4x4 voxel-to-world (RAS+ millimetres) matrix, float64. Array index (i, j, k)
+            lies at ``affine @ (i, j, k, 1)``.
+        header: the NIfTI header of the source file when it was a NIfTI, kept so that written
+            outputs can inherit its qform/sform codes and description; ``None`` otherwise.
+        path: where it was read from, if anywhere.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header | None = field(default=None, repr=False)
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def zooms(self) -> np.ndarray:
+        """Voxel sizes in mm along the three array axes (from the affine, not the header)."""
+        return voxel_sizes(self.affine)
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        """Anatomical direction of each array axis, e.g. ``('L', 'I', 'A')``."""
+        return tuple(nib.aff2axcodes(self.affine))  # type: ignore[return-value]
+
+    def with_data(self, data: np.ndarray, affine: np.ndarray | None = None) -> Volume:
+        """A new volume on this (or the given) grid that keeps this one's header metadata."""
+        return Volume(
+            data=data,
+            affine=self.affine.copy() if affine is None else np.asarray(affine, np.float64),
+            header=self.header,
+            path=None,
+        )
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel spacing along each array axis: the lengths of the affine's first three columns."""
+    return np.sqrt(np.sum(np.asarray(affine, np.float64)[:3, :3] ** 2, axis=0))
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def load_volume(path: str | os.PathLike[str], *, require_signal: bool = True) -> Volume:
+    """Read one 3-D volume from a NIfTI (.nii, .nii.gz) or FreeSurfer (.mgz, .mgh) file.
+
+    A 4-D file with a single volume is accepted (its last axis is dropped). Anything that is
+    not one 3-D volume, a file that is missing, truncated or not an image, non-finite voxels or
+    an affine that is not a valid grid are refused with a :class:`TransMRSRError`.
+
+    Args:
+        path: the file to read.
+        require_signal: refuse a volume whose voxels are all equal (all zero, typically): no
+            command of the tool can do anything meaningful with it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TransMRSRError(f"{path}: no such file")
+    if path.is_dir():
+        raise TransMRSRError(f"{path}: is a folder, expected a NIfTI or MGZ file")
+    if _suffix(path) not in READABLE_SUFFIXES:
+        raise TransMRSRError(
+            f"{path}: unsupported file type; expected one of {', '.join(READABLE_SUFFIXES)}"
+        )
+    try:
+        image = nib.load(path)
+        raw = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TransMRSRError(f"{path}: cannot read as an image ({reason})") from None
+
+    if raw.ndim == 4 and raw.shape[3] == 1:
+        raw = raw[..., 0]
+    if raw.ndim == 4:
+        raise TransMRSRError(
+            f"{path}: is a 4-D series of {raw.shape[3]} volumes; give one 3-D volume "
+            "(e.g. extract it with fslroi or nibabel)"
+        )
+    if raw.ndim != 3:
+        raise TransMRSRError(
+            f"{path}: has {raw.ndim} dimensions {raw.shape}; expected a 3-D volume"
+        )
+    if min(raw.shape) < 2:
+        raise TransMRSRError(f"{path}: shape {raw.shape} is not a 3-D volume (an axis of size 1)")
+    if np.iscomplexobj(raw):
+        raise TransMRSRError(f"{path}: complex-valued data is not supported")
+
+    data = np.asarray(raw, dtype=np.float32)
+    n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if n_bad:
+        raise TransMRSRError(f"{path}: {n_bad} voxels are NaN or infinite")
+    if require_signal and float(data.max()) == float(data.min()):
+        raise TransMRSRError(f"{path}: every voxel has the value {float(data.min()):g}; no image")
+
+    affine = np.asarray(image.affine, dtype=np.float64)
+    check_affine(affine, source=str(path))
+    header = image.header if isinstance(image.header, nib.Nifti1Header) else None
+    log.debug(
+        "read %s: shape %s, voxel %s mm, %s",
+        path,
+        data.shape,
+        voxel_sizes(affine),
+        "".join(nib.aff2axcodes(affine)),
+    )
+    return Volume(data=data, affine=affine, header=header, path=path)
+
+
+def check_affine(affine: np.ndarray, *, source: str = "affine") -> None:
+    """Refuse an affine that cannot describe a grid (non-finite, singular, zero spacing)."""
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise TransMRSRError(f"{source}: the voxel-to-world affine is not a finite 4x4 matrix")
+    if np.any(voxel_sizes(affine) <= 1e-6) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise TransMRSRError(f"{source}: the voxel-to-world affine is singular (zero voxel size)")
+
+
+def check_output_path(
+    output: str | os.PathLike[str], *inputs: str | os.PathLike[str], overwrite: bool = True
+) -> Path:
+    """Validate an output path before any work is done, so that errors come early.
+
+    Refuses a file type the tool cannot write, a missing or unwritable folder, an existing
+    output when ``overwrite`` is false, and an output that is one of the inputs (inputs are
+    never overwritten).
+    """
+    out = Path(output)
+    if _suffix(out) not in WRITABLE_SUFFIXES:
+        raise TransMRSRError(f"{out}: output must end in {' or '.join(WRITABLE_SUFFIXES)}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise TransMRSRError(f"{out}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TransMRSRError(f"{out}: output folder {folder} is not writable")
+    if out.is_dir():
+        raise TransMRSRError(f"{out}: is a folder, expected a file name")
+    for src in inputs:
+        src_path = Path(src)
+        same = out.resolve() == src_path.resolve()
+        if not same and out.exists() and src_path.exists():
+            same = os.path.samefile(out, src_path)
+        if same:
+            raise TransMRSRError(
+                f"{out}: output is the same file as input {src}; inputs are never overwritten"
+            )
+    if not overwrite and out.exists():
+        raise TransMRSRError(f"{out}: exists already (use --overwrite to replace it)")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator[str]:
+    """A temporary file name next to ``target`` that becomes ``target`` only on success.
+
+    Write to the yielded name; when the block ends normally the file is renamed over
+    ``target`` (atomic on one file system), and when it raises the temporary file is removed,
+    so a killed or failed run never leaves a half-written output. ``suffix`` keeps the file
+    type recognisable to writers that choose a format by extension.
+    """
+    out = Path(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{suffix}", dir=out.parent)
+    os.close(fd)
+    try:
+        yield tmp_name
+        os.replace(tmp_name, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _cast(data: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype not in OUTPUT_DTYPES:
+        raise TransMRSRError(
+            f"unknown output dtype {dtype!r}; choose from {', '.join(OUTPUT_DTYPES)}"
+        )
+    target = np.dtype(dtype)
+    if target.kind == "f":
+        return data.astype(target)
+    info = np.iinfo(target)
+    return np.clip(np.rint(data), info.min, info.max).astype(target)
+
+
+def save_volume(
+    volume: Volume,
+    path: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+) -> Path:
+    """Write a volume as NIfTI, atomically, with qform and sform both equal to its affine.
+
+    The file is first written to a hidden temporary file in the target folder and then renamed
+    over the target, so readers never see a partial file and an interrupted run leaves nothing.
+    When the source header was a NIfTI, its sform/qform codes (e.g. MNI vs scanner space) and
+    description carry over; units are set to millimetres.
+    """
+    out = check_output_path(path)
+    check_affine(volume.affine, source=str(out))
+    data = _cast(np.asarray(volume.data), dtype)
+    header = nib.Nifti1Header()
+    sform_code = qform_code = 1
+    if volume.header is not None:
+        sform_code = int(volume.header["sform_code"]) or 1
+        qform_code = int(volume.header["qform_code"]) or sform_code
+        header["descrip"] = volume.header["descrip"]
+    image = nib.Nifti1Image(data, volume.affine, header=header)
+    image.set_sform(volume.affine, code=sform_code)
+    image.set_qform(volume.affine, code=qform_code)
+    if not np.allclose(image.get_qform(), volume.affine, atol=1e-4):
+        # A qform is a rotation plus zooms and cannot hold a shear; a sheared grid is then
+        # described by the sform alone, as the NIfTI standard intends.
+        image.set_qform(None, code=0)
+    image.header.set_xyzt_units(xyz="mm", t="sec")
+    image.header.set_data_dtype(data.dtype)
+
+    with atomic_path(out, suffix=_suffix(out)) as tmp_name:
+        nib.save(image, tmp_name)
+    log.debug("wrote %s: shape %s, %s", out, data.shape, data.dtype)
+    return out
