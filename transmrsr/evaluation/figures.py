@@ -1,0 +1,79 @@
+"""Figures a person looks at: the three orthogonal planes of each method, with error maps."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+
+from transmrsr.io import atomic_path
+
+PLANE_NAMES = ("sagittal", "coronal", "axial")
+
+
+def to_ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The array reordered and flipped so that its axes run R, A, S (for display only)."""
+    ornt = nib.orientations.io_orientation(affine)
+    return nib.orientations.apply_orientation(data, ornt)
+
+
+def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """A 2-D plane of an RAS-ordered volume, oriented for display (anterior/superior up)."""
+    return np.rot90(np.take(volume, index, axis=axis))
+
+
+def comparison_figure(
+    images: dict[str, np.ndarray],
+    reference: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    centre: tuple[int, int, int] | None = None,
+) -> Path:
+    """Write a PNG: one row per plane, one column per image, then absolute-error maps.
+
+    All volumes must be on the reference's grid and in RAS array order (the caller reorients).
+    Intensities share one grey scale (the reference's 0.5-99.5 percentiles); error maps share
+    one scale too, so columns can be compared by eye.
+    """
+    centre = centre or tuple(s // 2 for s in reference.shape)
+    lo, hi = np.percentile(reference, [0.5, 99.5])
+    names = list(images)
+    errors = {n: np.abs(images[n] - reference) for n in names if images[n].shape == reference.shape}
+    err_hi = max((np.percentile(e, 99.5) for e in errors.values()), default=1.0) or 1.0
+    columns = [*names, "reference", *(f"|{n} - ref|" for n in errors)]
+    fig, axes = plt.subplots(3, len(columns), figsize=(2.4 * len(columns), 7.6), squeeze=False)
+    for row, axis in enumerate(range(3)):
+        for col, name in enumerate(columns):
+            ax = axes[row, col]
+            if name == "reference":
+                ax.imshow(_plane(reference, axis, centre[axis]), cmap="gray", vmin=lo, vmax=hi)
+            elif name in images:
+                ax.imshow(_plane(images[name], axis, centre[axis]), cmap="gray", vmin=lo, vmax=hi)
+            else:
+                key = name[1:].split(" - ")[0]
+                ax.imshow(
+                    _plane(errors[key], axis, centre[axis]), cmap="inferno", vmin=0, vmax=err_hi
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=10)
+            if col == 0:
+                ax.set_ylabel(PLANE_NAMES[axis], fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out = Path(path)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return out
