@@ -93,11 +93,13 @@ def compare_volumes(
         )
     p = pred.data[overlap.a_slices]
     r = ref.data[overlap.b_slices]
-    if overlap.shift != (0, 0, 0) or p.shape != ref.shape or p.shape != pred.shape:
+    if p.shape != ref.shape or p.shape != pred.shape:
         log.info(
-            "grids differ by a whole-voxel shift %s: comparing the %s common voxels",
-            overlap.shift,
+            "prediction %s and reference %s share %s voxels (offset %s): comparing those",
+            "x".join(map(str, pred.shape)),
+            "x".join(map(str, ref.shape)),
             "x".join(map(str, p.shape)),
+            overlap.shift,
         )
     if mask is None:
         m = auto_brain_mask(r)
