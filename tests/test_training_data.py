@@ -1,0 +1,117 @@
+"""Training data: names, subject splits, tar archives, on-the-fly pairs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import oriented_affine, phantom
+
+from transmrsr.errors import TransMRSRError
+from transmrsr.training.data import (
+    PairConfig,
+    PairDataset,
+    Split,
+    VolumeRecord,
+    discover_volumes,
+    parse_name,
+    read_record,
+    split_subjects,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "contrast", "expected"),
+    [
+        ("IXI002-Guys-0828-T1.nii.gz", None, ("IXI002", "T1")),
+        ("IXI012-HH-1211-T2.nii.gz", None, ("IXI012", "T2")),
+        ("sub-07_ses-1_T1w.nii.gz", None, ("sub-07", "T1")),
+        ("flair.nii.gz", None, ("flair", "FLAIR")),
+        ("colin27_t1.nii.gz", None, ("colin27_t1", "T1")),
+        ("brain.mgz", "t2", ("brain", "T2")),
+    ],
+)
+def test_names_give_subject_and_contrast(name, contrast, expected):
+    assert parse_name(name, contrast) == expected
+
+
+def test_unknown_contrast_asks_for_the_flag():
+    with pytest.raises(TransMRSRError, match="--contrast"):
+        parse_name("brain.nii.gz")
+
+
+def _nifti_bytes(data, affine) -> bytes:
+    image = nib.Nifti1Image(data, affine)
+    return gzip.compress(image.to_bytes())
+
+
+def test_folder_and_ixi_tar_are_discovered_and_read(tmp_path):
+    affine = oriented_affine("PSR")
+    data = phantom((12, 14, 10))
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "IXI002-Guys-0828-T1.nii.gz").write_bytes(_nifti_bytes(data, affine))
+    (folder / "notes.txt").write_text("ignored")
+    archive = tmp_path / "IXI-T2.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("IXI002-Guys-0828-T2.nii.gz", "IXI013-HH-1212-T2.nii.gz"):
+            payload = _nifti_bytes(data * 2, affine)
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    records = discover_volumes([folder, archive])
+    assert [(r.subject, r.contrast) for r in records] == [
+        ("IXI002", "T1"),
+        ("IXI002", "T2"),
+        ("IXI013", "T2"),
+    ]
+    volume = read_record(records[2])
+    np.testing.assert_allclose(volume.data, data * 2)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-5)
+    with pytest.raises(TransMRSRError, match="no NIfTI"):
+        discover_volumes([tmp_path / "plain" / "notes.txt"])
+
+
+def test_split_is_by_subject_deterministic_and_saved(tmp_path):
+    records = [
+        VolumeRecord(f"/x/IXI{i:03d}-{c}.nii.gz", f"IXI{i:03d}", c)
+        for i in range(40)
+        for c in ("T1", "T2")
+    ]
+    split = split_subjects(records, val=5, test=10, seed=3)
+    assert (len(split.train), len(split.val), len(split.test)) == (25, 5, 10)
+    assert not set(split.train) & set(split.val) and not set(split.train) & set(split.test)
+    assert split_subjects(records, val=5, test=10, seed=3) == split
+    assert split_subjects(records, val=5, test=10, seed=4) != split
+    split.save(tmp_path / "split.json")
+    assert Split.load(tmp_path / "split.json") == split
+    with pytest.raises(TransMRSRError, match="leave one for training"):
+        split_subjects(records[:4], val=1, test=1)
+
+
+def test_pairs_are_degraded_along_the_rows_and_reproducible():
+    affine = oriented_affine("LIA")
+    volume = phantom((40, 36, 44)) / 160.0
+    config = PairConfig(factor_range=(2.0, 6.0), thick_axis="SI", patch_size=32)
+    dataset = PairDataset([volume], [affine], config, seed=1)
+    assert len(dataset) > 40
+    lr, hr, factor = dataset[5]
+    assert lr.shape == hr.shape == (1, 32, 32) and lr.dtype == torch.float32
+    assert 2.0 <= factor <= 6.0
+    again = dataset[5]
+    assert torch.equal(again[0], lr) and again[2] == factor
+    dataset.set_epoch(1)
+    assert dataset[5][2] != factor
+    # Without augmentation the rows (thick axis) are blurred, the columns are not.
+    plain = PairDataset([volume], [affine], PairConfig((4.0, 4.0), "SI", 32, augment=False))
+    lr, hr, _ = plain[10]
+    row_error = (lr - hr)[0].abs().mean().item()
+    assert row_error > 0
+    rough_rows = torch.diff(hr[0], dim=0).abs().mean() - torch.diff(lr[0], dim=0).abs().mean()
+    rough_cols = torch.diff(hr[0], dim=1).abs().mean() - torch.diff(lr[0], dim=1).abs().mean()
+    assert rough_rows > 1.5 * abs(rough_cols)
