@@ -28,6 +28,16 @@ REAL_VOLUMES = {
 }
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread: tiny models are dominated by per-op overhead, and two
+    OpenMP threads on a shared 2-core machine run them several times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_file(name: str) -> Path:
     """Path of a shared real scan, skipping the test when the shared folder is absent."""
     path = SHARED_MRI / name
