@@ -117,3 +117,13 @@ def test_gradients_reach_every_parameter_and_training_lowers_loss():
         loss.backward()
         optimiser.step()
     assert loss.item() < 0.5 * first
+
+
+def test_training_after_an_inference_mode_forward():
+    """Cached window tensors built under inference_mode must not break a later backward."""
+    model = SwinIR(PRESETS["tiny"])
+    x = torch.rand(1, 1, 20, 28)
+    with torch.inference_mode():
+        model(x)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

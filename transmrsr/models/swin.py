@@ -21,11 +21,15 @@ Pieces:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+T = TypeVar("T")
 
 
 def init_transformer_weights(module: nn.Module) -> None:
@@ -72,7 +76,24 @@ def resolve_window(height: int, width: int, window: int, shifted: bool) -> tuple
     return window, (window // 2 if shifted else 0)
 
 
+def _normal_tensors(build: Callable[..., T]) -> Callable[..., T]:
+    """Build cached tensors outside inference mode.
+
+    A cache filled during an ``inference_mode`` forward (validation, say) would otherwise hold
+    inference tensors, and every later training step that reads them would fail to save them
+    for backward.
+    """
+
+    @functools.wraps(build)
+    def wrapper(*args: object) -> T:
+        with torch.inference_mode(False):
+            return build(*args)
+
+    return wrapper
+
+
 @functools.lru_cache(maxsize=64)
+@_normal_tensors
 def _relative_position_index(window: int, table_window: int, device: torch.device) -> Tensor:
     coords = torch.stack(
         torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
@@ -211,6 +232,7 @@ def attention_mask(height: int, width: int, window: int, shift: int) -> Tensor:
 
 
 @functools.lru_cache(maxsize=64)
+@_normal_tensors
 def window_plan(
     height: int,
     width: int,
