@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "transmrsr.cli.degrade",
     "transmrsr.cli.upsample",
     "transmrsr.cli.evaluate",
+    "transmrsr.cli.fit_centroids",
     "transmrsr.cli.model_summary",
     "transmrsr.cli.demo",
 )

@@ -1,0 +1,64 @@
+"""``transmrsr fit-centroids``: the SDT centroids of a stage-1 prior (SPEC 3.4)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import torch
+
+from transmrsr.errors import TransMRSRError
+from transmrsr.models.styleswin import StyleSwinGenerator
+from transmrsr.models.transmrsr import CENTROIDS_KEY
+from transmrsr.training.centroids import prior_centroids
+from transmrsr.training.checkpoint import load_prior, save_prior
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fit-centroids",
+        help="k-means centroids of a prior's latents, stored with the prior (SDT)",
+        description=(
+            "Maps N random z through the prior's mapping network and clusters the w's into K "
+            "centroids with k-means. The centroids are added to the prior file (rewritten "
+            "atomically) or written to --out."
+        ),
+    )
+    parser.add_argument("prior", metavar="PRIOR", help="prior file (.safetensors) from train-prior")
+    parser.add_argument(
+        "--n-latents",
+        type=int,
+        default=60_000,
+        metavar="N",
+        help="number of latents to cluster (default 60000)",
+    )
+    parser.add_argument("--k", type=int, default=8, help="number of centroids (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", metavar="FILE", help="write the prior with centroids here instead")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    if args.n_latents < args.k or args.k < 1:
+        raise TransMRSRError(f"need 1 <= k <= n-latents, got k={args.k}, n={args.n_latents}")
+    state, config, info = load_prior(args.prior)
+    state.pop(CENTROIDS_KEY, None)
+    generator = StyleSwinGenerator(config)
+    generator.load_state_dict(state)
+    generator.eval()
+    with torch.no_grad():
+        centroids = prior_centroids(generator, n_latents=args.n_latents, k=args.k, seed=args.seed)
+    info = {**info, "centroids": {"n_latents": args.n_latents, "k": args.k, "seed": args.seed}}
+    out = save_prior(args.out or args.prior, state, config, centroids=centroids, info=info)
+    log.info(
+        "fitted %d centroids from %d latents in %.1f s -> %s",
+        args.k,
+        args.n_latents,
+        time.perf_counter() - start,
+        out,
+    )
+    return 0

@@ -1,0 +1,135 @@
+"""Checkpoints (resumable training state) and prior files (what stage 2 and inference load).
+
+A *checkpoint* is one ``torch.save`` file holding everything needed to continue a run exactly:
+model, EMA and discriminator weights, optimiser and scheduler states, every random-number state
+and the position in the data, next to the run's config. It is written atomically, so a run
+killed while saving keeps its previous checkpoint intact.
+
+A *prior file* is the product of stage 1 that stage 2 consumes: the EMA generator's weights and,
+once :func:`~transmrsr.training.centroids.prior_centroids` has run, the SDT centroids, in a
+safetensors file whose metadata holds the StyleSwin config as JSON. Safetensors loads without
+unpickling, so a prior from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from transmrsr.errors import TransMRSRError
+from transmrsr.io import atomic_path
+from transmrsr.models.styleswin import StyleSwinConfig
+from transmrsr.models.transmrsr import CENTROIDS_KEY
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "transmrsr-checkpoint"
+CHECKPOINT_VERSION = 1
+PRIOR_FORMAT = "transmrsr-prior"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random-number state a training step can consume (Python, NumPy, torch CPU/CUDA)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write a training checkpoint atomically (temporary file, then rename)."""
+    out = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    with atomic_path(out, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    log.debug("checkpoint written: %s", out)
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; clear errors for anything else.
+
+    Checkpoints hold optimiser and RNG states (NumPy arrays, tuples), so they are unpickled with
+    ``weights_only=False``: load only checkpoints you made. Weights to share go in prior files
+    or safetensors model files instead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TransMRSRError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch.load raises many types for a truncated or foreign file
+        raise TransMRSRError(f"{path}: cannot read the checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TransMRSRError(f"{path}: not a transmrsr checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise TransMRSRError(
+            f"{path}: checkpoint version {state.get('version')} is not supported "
+            f"(this transmrsr reads version {CHECKPOINT_VERSION})"
+        )
+    return state
+
+
+def save_prior(
+    path: str | os.PathLike[str],
+    generator_state: Mapping[str, torch.Tensor],
+    config: StyleSwinConfig,
+    *,
+    centroids: torch.Tensor | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a prior file: generator weights (+ centroids) and its config, as safetensors."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in generator_state.items()}
+    if centroids is not None:
+        tensors[CENTROIDS_KEY] = centroids.detach().to("cpu", torch.float32).contiguous()
+    metadata = {
+        "format": PRIOR_FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "info": json.dumps(dict(info or {})),
+    }
+    out = Path(path)
+    with atomic_path(out, suffix=".safetensors") as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+    return out
+
+
+def load_prior(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], StyleSwinConfig, dict[str, Any]]:
+    """Read a prior file: ``(state_dict, config, info)``; centroids under ``CENTROIDS_KEY``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransMRSRError(f"{path}: no such prior file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TransMRSRError(f"{path}: cannot read the prior ({exc})") from None
+    if metadata.get("format") != PRIOR_FORMAT or "config" not in metadata:
+        raise TransMRSRError(f"{path}: not a transmrsr prior file")
+    config = StyleSwinConfig.from_dict(json.loads(metadata["config"]))
+    return tensors, config, json.loads(metadata.get("info", "{}"))
