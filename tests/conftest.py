@@ -38,6 +38,11 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def n_params(module: torch.nn.Module) -> int:
+    """Number of parameters of a module."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def shared_file(name: str) -> Path:
     """Path of a shared real scan, skipping the test when the shared folder is absent."""
     path = SHARED_MRI / name

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import n_params
 
 from transmrsr.models.layers import (
     Blur,
@@ -29,12 +30,7 @@ from transmrsr.models.styleswin import (
 
 TINY = PRESETS["tiny"]
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # ---------------------------------------------------------------- config

@@ -7,14 +7,11 @@ import json
 
 import pytest
 import torch
+from conftest import n_params
 
 from transmrsr.models.swinir import PRESETS, SwinIR, SwinIRConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def test_config_roundtrips_through_json():

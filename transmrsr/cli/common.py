@@ -19,6 +19,21 @@ def factor_type(text: str) -> float:
     return value
 
 
+def int_at_least(minimum: int):
+    """An argparse type for integers of at least ``minimum`` (e.g. batch size, repeats)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
 def positive_float(text: str) -> float:
     """A finite number above zero."""
     value = factor_type(text)

@@ -14,29 +14,10 @@ from typing import Any
 
 import torch
 
+from transmrsr.cli.common import int_at_least
 from transmrsr.models import profiling, registry
 
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,28 +45,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=int_at_least(1),
         default=1,
         metavar="N",
         help="slices per timed forward pass (default 1; larger batches cost less per slice)",
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=int_at_least(1),
         default=None,
         metavar="N",
         help=f"CPU threads for the timing (default: PyTorch's, here {torch.get_num_threads()})",
     )
     parser.add_argument(
         "--size",
-        type=_positive_int,
+        type=int_at_least(1),
         default=256,
         metavar="S",
         help="slice side in pixels for FLOPs and timing (default 256)",
     )
     parser.add_argument(
         "--repeats",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=3,
         metavar="N",
         help="timed forward passes, median reported (default 3; 0 = count only, no timing)",
