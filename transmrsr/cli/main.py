@@ -24,7 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "transmrsr.cli.degrade",
     "transmrsr.cli.upsample",
     "transmrsr.cli.evaluate",
+    "transmrsr.cli.train_prior",
     "transmrsr.cli.fit_centroids",
+    "transmrsr.cli.train",
     "transmrsr.cli.model_summary",
     "transmrsr.cli.demo",
 )

@@ -77,3 +77,25 @@ def comparison_figure(
     finally:
         plt.close(fig)
     return out
+
+
+def save_grid_png(
+    grid: np.ndarray, path: str | os.PathLike[str], *, title: str | None = None
+) -> Path:
+    """A grey image (e.g. a grid of generated slices, values 0..1) as a PNG, atomically."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    height, width = grid.shape
+    scale = max(1.0, 512 / max(height, width))
+    fig, ax = plt.subplots(figsize=(width * scale / 100, height * scale / 100 + 0.3), dpi=100)
+    ax.imshow(np.clip(grid, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout(pad=0.1)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return out

@@ -133,3 +133,69 @@ def load_prior(
         raise TransMRSRError(f"{path}: not a transmrsr prior file")
     config = StyleSwinConfig.from_dict(json.loads(metadata["config"]))
     return tensors, config, json.loads(metadata.get("info", "{}"))
+
+
+MODEL_FORMAT = "transmrsr-model"
+#: Prefix of the stage-1 discriminator's weights inside a prior file (the optional perceptual
+#: backbone of stage 2); :func:`split_prior` separates them from the generator's.
+DISCRIMINATOR_PREFIX = "discriminator."
+
+
+def split_prior(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """``(generator state incl. centroids, discriminator state or None)`` of a prior file."""
+    generator = {k: v for k, v in state.items() if not k.startswith(DISCRIMINATOR_PREFIX)}
+    disc = {
+        k.removeprefix(DISCRIMINATOR_PREFIX): v
+        for k, v in state.items()
+        if k.startswith(DISCRIMINATOR_PREFIX)
+    }
+    return generator, disc or None
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    state: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    info: Mapping[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write inference weights (safetensors) with the network config and run info as metadata.
+
+    ``config`` is :func:`~transmrsr.models.registry.config_to_dict` of the network; floating
+    tensors are stored in ``dtype`` (float16 halves the file of a shipped model).
+    """
+    tensors = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in state.items()
+    }
+    metadata = {
+        "format": MODEL_FORMAT,
+        "config": json.dumps(dict(config)),
+        "info": json.dumps(dict(info or {})),
+    }
+    out = Path(path)
+    with atomic_path(out, suffix=".safetensors") as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+    return out
+
+
+def load_model_file(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Read a model file: ``(float32 state_dict, network config dict, info)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransMRSRError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TransMRSRError(f"{path}: cannot read the model ({exc})") from None
+    if metadata.get("format") != MODEL_FORMAT or "config" not in metadata:
+        raise TransMRSRError(f"{path}: not a transmrsr model file")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return state, json.loads(metadata["config"]), json.loads(metadata.get("info", "{}"))

@@ -213,7 +213,7 @@ class _Plane:
     index: int
 
 
-def _thick_array_axis(affine: np.ndarray, thick_axis: str) -> int:
+def thick_array_axis(affine: np.ndarray, thick_axis: str) -> int:
     codes = nib.aff2axcodes(affine)
     letters = ANATOMICAL_AXES[thick_axis.upper()]
     return next(i for i, c in enumerate(codes) if c in letters)
@@ -244,7 +244,7 @@ class PairDataset(Dataset):
         self.volumes: list[np.ndarray] = []
         self.planes: list[_Plane] = []
         for v, (data, affine) in enumerate(zip(volumes, affines, strict=True)):
-            thick = _thick_array_axis(affine, config.thick_axis)
+            thick = thick_array_axis(affine, config.thick_axis)
             moved = np.moveaxis(data, thick, 0)  # thick axis first: planes are [thick, other]
             self.volumes.append(np.ascontiguousarray(moved, dtype=np.float32))
             above = moved > SIGNAL_LEVEL
@@ -259,11 +259,7 @@ class PairDataset(Dataset):
     def from_records(
         cls, records: Sequence[VolumeRecord], config: PairConfig, *, seed: int = 0
     ) -> PairDataset:
-        volumes, affines = [], []
-        for record in records:
-            volume = read_record(record)
-            volumes.append(IntensityScaler.fit(volume.data)(volume.data))
-            affines.append(volume.affine)
+        volumes, affines = load_normalised(records)
         return cls(volumes, affines, config, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
@@ -300,3 +296,71 @@ class PairDataset(Dataset):
                 hr, lr = hr.T, lr.T
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]  # noqa: E731
         return as_tensor(lr), as_tensor(hr), factor
+
+
+def load_normalised(records: Sequence[VolumeRecord]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Read volumes and scale each to the network range with :class:`IntensityScaler`."""
+    volumes, affines = [], []
+    for record in records:
+        volume = read_record(record)
+        volumes.append(IntensityScaler.fit(volume.data)(volume.data))
+        affines.append(volume.affine)
+    return volumes, affines
+
+
+class SliceDataset(Dataset):
+    """HR slices from all three planes, for the stage-1 GAN (SPEC section 4).
+
+    Empty slices are dropped (same rule as :class:`PairDataset`); each slice is centre-padded
+    to ``size`` and randomly cropped when larger, and flipped/transposed at random. Items are
+    tensors ``[1, size, size]``; the randomness of item ``i`` is seeded by (seed, epoch, i).
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[np.ndarray],
+        size: int,
+        *,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        if not volumes:
+            raise TransMRSRError("no volumes to take slices from")
+        self.size = int(size)
+        self.seed = seed
+        self.augment = augment
+        self.epoch = 0
+        self.volumes = [np.ascontiguousarray(v, dtype=np.float32) for v in volumes]
+        self.slices: list[tuple[int, int, int]] = []
+        for v, data in enumerate(self.volumes):
+            above = data > SIGNAL_LEVEL
+            for axis in range(3):
+                signal = above.mean(axis=tuple(a for a in range(3) if a != axis))
+                for index in np.flatnonzero(signal >= MIN_SIGNAL_FRACTION):
+                    self.slices.append((v, axis, int(index)))
+        if not self.slices:
+            raise TransMRSRError("every slice of the training volumes is empty")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        v, axis, index = self.slices[i]
+        plane = np.take(self.volumes[v], index, axis=axis)
+        extra = [max(0, self.size - n) for n in plane.shape]
+        full = np.pad(plane, [(e // 2, e - e // 2) for e in extra])
+        r0 = int(rng.integers(0, full.shape[0] - self.size + 1))
+        c0 = int(rng.integers(0, full.shape[1] - self.size + 1))
+        img = full[r0 : r0 + self.size, c0 : c0 + self.size]
+        if self.augment:
+            if rng.random() < 0.5:
+                img = img[::-1]
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+            if rng.random() < 0.5:
+                img = img.T
+        return torch.from_numpy(np.ascontiguousarray(img, np.float32))[None]

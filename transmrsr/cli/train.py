@@ -1,0 +1,116 @@
+"""``transmrsr train``: stage 2, TransMRSR super-resolution (SPEC section 4)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+from transmrsr.cli.common import int_at_least, positive_float
+from transmrsr.cli.training import add_run_arguments, contrasts_of, start
+from transmrsr.errors import TransMRSRError
+from transmrsr.training.config import PERCEPTUAL_BACKBONES, resolve_config, with_overrides
+from transmrsr.training.distributed import barrier, teardown
+from transmrsr.training.runs import prepare_out, select_data
+from transmrsr.training.sr import train_sr
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="stage 2: train TransMRSR on LR/HR pairs simulated from high-resolution volumes",
+        description=(
+            "Trains TransMRSR with the decoder initialised from --prior (with its SDT "
+            "centroids). Pairs are simulated on the fly; validation PSNR (paper protocol) "
+            "after every epoch drives the best checkpoint and early stopping. Writes last.pt, "
+            "best.pt, model_best.safetensors (for restore), config/split files and TensorBoard "
+            "logs to --out. Multi-GPU: torchrun --nproc-per-node N -m transmrsr train ..."
+        ),
+    )
+    add_run_arguments(parser, "compact")
+    parser.add_argument("--prior", metavar="PRIOR", help="prior file from train-prior")
+    parser.add_argument(
+        "--vgg-weights",
+        metavar="FILE",
+        help="torchvision vgg19 state-dict file (.pth or .safetensors) for the perceptual loss",
+    )
+    parser.add_argument(
+        "--perceptual",
+        choices=PERCEPTUAL_BACKBONES,
+        help="perceptual backbone: vgg19 (needs --vgg-weights) or the prior's discriminator",
+    )
+    parser.add_argument("--epochs", type=int_at_least(1), metavar="N", help="maximum epochs")
+    parser.add_argument(
+        "--samples-per-epoch", type=int_at_least(1), metavar="N", help="planes per epoch"
+    )
+    parser.add_argument(
+        "--factor-range",
+        type=positive_float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="thick/thin factors to simulate, drawn uniformly (e.g. 2 8)",
+    )
+    parser.add_argument("--lr", type=positive_float, help="Adam learning rate")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, "sr")
+    pairs = config.pairs
+    if args.factor_range:
+        lo, hi = args.factor_range
+        pairs = dataclasses.replace(pairs, factor_range=(float(lo), float(hi)))
+    config = with_overrides(
+        config,
+        pairs=pairs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_epochs=args.epochs,
+        samples_per_epoch=args.samples_per_epoch,
+        perceptual=args.perceptual,
+        vgg_weights=args.vgg_weights,
+        lr=args.lr,
+    )
+    if args.prior is not None and not Path(args.prior).is_file():
+        raise TransMRSRError(f"{args.prior}: no such prior file")
+    ctx, out = start(args)
+    try:
+        resume_from = prepare_out(out, resume=args.resume) if ctx.is_main else None
+        barrier(ctx)
+        if args.resume:
+            resume_from = out / "last.pt"
+        data = select_data(
+            args.data,
+            contrast=args.contrast,
+            split_file=args.split,
+            val=config.val,
+            test=config.test,
+            seed=config.seed,
+            contrasts=contrasts_of(args),
+        )
+        result = train_sr(
+            data,
+            config,
+            out,
+            ctx,
+            prior_path=Path(args.prior) if args.prior else None,
+            resume_from=resume_from,
+            stop_after=args.stop_after,
+            progress=not args.no_progress,
+        )
+    finally:
+        teardown(ctx)
+    if ctx.is_main:
+        log.info(
+            "%s after %d steps (%d epochs) in %.0f s; best validation PSNR %.2f dB at epoch %d",
+            "stopped early" if result.stopped_early else "ended",
+            result.steps,
+            result.epochs,
+            result.seconds,
+            result.best_psnr,
+            result.best_epoch,
+        )
+    return 0

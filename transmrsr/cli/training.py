@@ -1,0 +1,69 @@
+"""Options and plumbing shared by ``train-prior`` and ``train`` (data, split, device, resume)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from transmrsr.cli.common import int_at_least
+from transmrsr.training.distributed import DistContext, setup
+
+log = logging.getLogger(__name__)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
+    """DATA, --config, --out, --resume, split, device and session-length options."""
+    parser.add_argument(
+        "data",
+        nargs="+",
+        metavar="DATA",
+        help="folders, NIfTI/MGZ files or IXI .tar archives of high-resolution volumes",
+    )
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        metavar="NAME|FILE",
+        help=f"preset (paper, compact, tiny) or a JSON config file (default {default_config})",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last.pt"
+    )
+    parser.add_argument(
+        "--split",
+        metavar="FILE",
+        help="subject split (split.json of another run) instead of a new split by --seed",
+    )
+    parser.add_argument("--contrast", metavar="C", help="contrast of volumes whose name has none")
+    parser.add_argument(
+        "--contrasts", metavar="C,C", help="train only on these contrasts, e.g. T1 (default all)"
+    )
+    parser.add_argument("--batch-size", type=int_at_least(1), metavar="N", help="global batch")
+    parser.add_argument("--seed", type=int, metavar="N", help="random seed of the run")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="auto = GPU when present (default)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int_at_least(1),
+        metavar="STEPS",
+        help="end this session after STEPS steps in total (checkpointed; --resume continues)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def contrasts_of(args: argparse.Namespace) -> list[str] | None:
+    return [c.strip() for c in args.contrasts.split(",") if c.strip()] if args.contrasts else None
+
+
+def start(args: argparse.Namespace) -> tuple[DistContext, Path]:
+    """Join torchrun's process group if any; quieten logging on ranks other than 0."""
+    ctx = setup(args.device)
+    if not ctx.is_main:
+        logging.getLogger("transmrsr").setLevel(logging.WARNING)
+    log.info("device %s, %d process(es)", ctx.device, ctx.world_size)
+    return ctx, Path(args.out)

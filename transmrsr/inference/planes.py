@@ -1,0 +1,92 @@
+"""Run a 2-D network over the planes of a volume that contain the thick axis, in batches.
+
+The network sees each plane with the thick axis as rows, as in training. With two slice axes
+(both plane orientations that contain the thick axis) the two restorations are averaged, as
+SMORE/ECLARE fuse their orthogonal passes. Memory is bounded by the batch: only ``batch_size``
+planes are on the device at a time, and results are written straight into the output array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from transmrsr.errors import TransMRSRError
+from transmrsr.slicing import planes_axes
+
+
+@torch.no_grad()
+def restore_along_planes(
+    model: nn.Module,
+    volume: np.ndarray,
+    thick_axis: int,
+    *,
+    slice_axes: Sequence[int] | None = None,
+    plane_indices: Sequence[int] | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """The network applied to every plane of ``volume`` (already interpolated, normalised).
+
+    Args:
+        model: maps ``[B, 1, rows, cols]`` to the same shape (rows along the thick axis).
+        volume: 3-D float array on the output grid.
+        thick_axis: the array axis that was acquired thick.
+        slice_axes: which plane stacks to run (default: both that contain the thick axis);
+            their outputs are averaged.
+        plane_indices: restore only these planes of the (single) slice axis and return them
+            as ``[n, rows, cols]`` (used by validation to score a subset).
+        batch_size: planes per forward pass.
+        bf16: autocast to bfloat16 (GPUs).
+    """
+    if volume.ndim != 3:
+        raise TransMRSRError(f"expected a 3-D volume, got shape {volume.shape}")
+    axes = list(slice_axes) if slice_axes is not None else list(planes_axes(thick_axis))
+    if not axes or any(a == thick_axis or a not in (0, 1, 2) for a in axes):
+        raise TransMRSRError(f"slice axes {axes} must be array axes other than {thick_axis}")
+    if batch_size < 1:
+        raise TransMRSRError(f"batch size must be at least 1, got {batch_size}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    if plane_indices is not None and len(axes) != 1:
+        raise TransMRSRError("plane_indices needs exactly one slice axis")
+    total = sum(volume.shape[a] for a in axes) if plane_indices is None else len(plane_indices)
+    bar = tqdm(total=total, unit="plane", disable=not progress, leave=False)
+    out = np.zeros(volume.shape, np.float32) if plane_indices is None else None
+    picked: list[np.ndarray] = []
+    try:
+        for axis in axes:
+            in_plane = 3 - thick_axis - axis
+            # [slice, thick, in_plane] view; planes are copied batch by batch.
+            stack = np.transpose(volume, (axis, thick_axis, in_plane))
+            result = None if out is None else np.transpose(out, (axis, thick_axis, in_plane))
+            indices = (
+                np.arange(stack.shape[0]) if plane_indices is None else np.asarray(plane_indices)
+            )
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                x = torch.from_numpy(np.ascontiguousarray(stack[chunk], np.float32))
+                x = x[:, None].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    y = model(x)
+                y_np = y[:, 0].float().cpu().numpy()
+                if result is not None:
+                    result[chunk] += y_np
+                else:
+                    picked.append(y_np)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    if out is None:
+        return np.concatenate(picked, axis=0)
+    if len(axes) > 1:
+        out /= len(axes)
+    return out

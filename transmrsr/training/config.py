@@ -1,0 +1,268 @@
+"""Training configs: one typed source of truth per stage, saved with every checkpoint.
+
+A run is fully described by its config (network sizes included) plus the data and split, so
+``config.json`` beside the checkpoints is enough to understand or repeat it. Named presets give
+the SPEC's paper setting and settings sized for a 2-core CPU; a JSON file (e.g. a saved
+``config.json``) can be given instead of a name, and command-line flags override single fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from transmrsr.errors import TransMRSRError
+from transmrsr.models import styleswin
+from transmrsr.models import transmrsr as transmrsr_model
+from transmrsr.models.styleswin import StyleSwinConfig
+from transmrsr.models.transmrsr import TransMRSRConfig
+from transmrsr.training.data import PairConfig
+
+PERCEPTUAL_BACKBONES = ("vgg19", "discriminator")
+
+
+@dataclass(frozen=True)
+class PriorTrainConfig:
+    """Stage 1 (SPEC section 4): StyleSwin GAN on HR slices of all three planes.
+
+    Attributes:
+        model: generator/discriminator sizes.
+        batch_size: global batch (split over processes under torchrun).
+        steps: total generator steps.
+        lr, betas: Adam for both networks.
+        r1_gamma, r1_every: lazy R1 penalty on real images (scaled by ``r1_every``).
+        ema_decay: per-step decay of the EMA generator (the prior).
+        sample_every, checkpoint_every, log_every: in steps.
+        val, test: subjects kept out (count or fraction) when no split file is given; use the
+            same values and seed for stage 2 so that both stages see the same split.
+        seed: every random choice of the run.
+    """
+
+    model: StyleSwinConfig = field(default_factory=StyleSwinConfig)
+    batch_size: int = 16
+    steps: int = 400_000
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 10.0
+    r1_every: int = 16
+    ema_decay: float = 0.999
+    sample_every: int = 2000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    val: float | int = 0.1
+    test: float | int = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, Mapping):
+            object.__setattr__(self, "model", StyleSwinConfig(**self.model))
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        _positive(self, "batch_size", "steps", "r1_every", "sample_every", "checkpoint_every")
+        _positive(self, "log_every", "lr")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise TransMRSRError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.r1_gamma < 0:
+            raise TransMRSRError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": "prior", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class SRTrainConfig:
+    """Stage 2 (SPEC section 4): TransMRSR on LR/HR pairs made on the fly.
+
+    Attributes:
+        model: the network (its ``prior`` part must match the prior file).
+        pairs: degradation, factor range, thick axis, patch size, augmentation.
+        batch_size: global batch. lr: Adam; halved every ``lr_halve_every`` epochs.
+        max_epochs, patience, min_delta: stop after ``max_epochs``, or when validation PSNR
+            has not improved by more than ``min_delta`` dB for ``patience`` epochs.
+        samples_per_epoch: planes per epoch (a fresh random subset each epoch); ``None`` =
+            every training plane. Lets a CPU run validate and schedule at useful intervals.
+        perceptual: ``"vgg19"`` (needs ``vgg_weights``) or ``"discriminator"`` (stage-1
+            discriminator stored in the prior file); content/style weights 0 = L1 only.
+        freeze_decoder: keep the prior's decoder weights fixed (default: fine-tune).
+        val_factors: factors the validation volumes are degraded with (PSNR averaged).
+        val_max_planes: validation planes per volume (evenly spaced); ``None`` = all.
+        checkpoint_every, log_every: in steps; a checkpoint is also written every epoch.
+    """
+
+    model: TransMRSRConfig = field(default_factory=TransMRSRConfig)
+    pairs: PairConfig = field(default_factory=PairConfig)
+    batch_size: int = 6
+    lr: float = 1e-4
+    lr_halve_every: int = 30
+    max_epochs: int = 100
+    patience: int = 10
+    min_delta: float = 0.05
+    samples_per_epoch: int | None = None
+    perceptual: str = "vgg19"
+    content_weight: float = 0.5
+    style_weight: float = 0.5
+    vgg_weights: str | None = None
+    freeze_decoder: bool = False
+    val_factors: tuple[float, ...] = (4.0,)
+    val_max_planes: int | None = None
+    checkpoint_every: int = 500
+    log_every: int = 20
+    val: float | int = 0.1
+    test: float | int = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, Mapping):
+            object.__setattr__(self, "model", TransMRSRConfig.from_dict(self.model))
+        if isinstance(self.pairs, Mapping):
+            raw = dict(self.pairs)
+            raw["factor_range"] = tuple(float(f) for f in raw.get("factor_range", (4.0, 4.0)))
+            object.__setattr__(self, "pairs", PairConfig(**raw))
+        object.__setattr__(self, "val_factors", tuple(float(f) for f in self.val_factors))
+        _positive(self, "batch_size", "lr", "lr_halve_every", "max_epochs", "patience")
+        _positive(self, "checkpoint_every", "log_every")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < self.batch_size:
+            raise TransMRSRError("samples_per_epoch must be at least the batch size")
+        if self.perceptual not in PERCEPTUAL_BACKBONES:
+            raise TransMRSRError(
+                f"perceptual must be one of {PERCEPTUAL_BACKBONES}, got {self.perceptual!r}"
+            )
+        if self.content_weight < 0 or self.style_weight < 0 or self.min_delta < 0:
+            raise TransMRSRError("content_weight, style_weight and min_delta must be >= 0")
+        lo, hi = self.pairs.factor_range
+        if not 1.0 < lo <= hi <= 16.0:
+            raise TransMRSRError(f"factor range must satisfy 1 < lo <= hi <= 16, got {lo}-{hi}")
+        if not self.val_factors or any(not 1.0 < f <= 16.0 for f in self.val_factors):
+            raise TransMRSRError(f"val_factors must be in (1, 16], got {self.val_factors}")
+        if self.pairs.patch_size > self.model.img_size:
+            raise TransMRSRError(
+                f"patch_size {self.pairs.patch_size} exceeds the network size {self.model.img_size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": "sr", **asdict(self)}
+
+
+def _positive(config: Any, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise TransMRSRError(f"{name} must be positive, got {getattr(config, name)}")
+
+
+PRIOR_PRESETS: dict[str, PriorTrainConfig] = {
+    "paper": PriorTrainConfig(),
+    "compact": PriorTrainConfig(
+        model=styleswin.PRESETS["compact"],
+        batch_size=4,
+        steps=20_000,
+        sample_every=250,
+        checkpoint_every=50,
+        log_every=10,
+    ),
+    "tiny": PriorTrainConfig(
+        model=styleswin.PRESETS["tiny"],
+        batch_size=4,
+        steps=40,
+        r1_every=4,
+        sample_every=20,
+        checkpoint_every=10,
+        log_every=5,
+    ),
+}
+
+SR_PRESETS: dict[str, SRTrainConfig] = {
+    "paper": SRTrainConfig(pairs=PairConfig(factor_range=(4.0, 4.0))),
+    "compact": SRTrainConfig(
+        model=transmrsr_model.PRESETS["compact"],
+        pairs=PairConfig(factor_range=(2.0, 8.0)),
+        batch_size=4,
+        samples_per_epoch=400,
+        lr_halve_every=30,
+        max_epochs=100,
+        perceptual="discriminator",
+        val_factors=(4.0, 8.0),
+        val_max_planes=48,
+        checkpoint_every=25,
+        log_every=5,
+    ),
+    "tiny": SRTrainConfig(
+        model=transmrsr_model.PRESETS["tiny"],
+        pairs=PairConfig(factor_range=(2.0, 6.0), patch_size=32),
+        batch_size=4,
+        samples_per_epoch=16,
+        max_epochs=3,
+        perceptual="discriminator",
+        content_weight=0.0,
+        style_weight=0.0,
+        val_max_planes=8,
+        checkpoint_every=2,
+        log_every=1,
+    ),
+}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TransMRSRError(f"{path}: cannot read the config ({exc})") from None
+    if not isinstance(raw, dict):
+        raise TransMRSRError(f"{path}: a config file holds a JSON object")
+    return raw
+
+
+def _from_dict(cls: type, raw: Mapping[str, Any], stage: str, source: str) -> Any:
+    raw = dict(raw)
+    found = raw.pop("stage", stage)
+    if found != stage:
+        raise TransMRSRError(f"{source}: a {found!r} config, expected a {stage!r} config")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(raw.keys() - known)
+    if unknown:
+        raise TransMRSRError(f"{source}: unknown config fields {unknown}")
+    try:
+        return cls(**raw)
+    except (TypeError, ValueError) as exc:
+        raise TransMRSRError(f"{source}: invalid config ({exc})") from None
+
+
+def resolve_config(name_or_path: str | os.PathLike[str], stage: str) -> Any:
+    """A preset by name, or a JSON config file (e.g. a run's saved ``config.json``)."""
+    presets, cls = (
+        (PRIOR_PRESETS, PriorTrainConfig) if stage == "prior" else (SR_PRESETS, SRTrainConfig)
+    )
+    key = str(name_or_path)
+    if key in presets:
+        return presets[key]
+    path = Path(key)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise TransMRSRError(f"{path}: no such config file")
+        return _from_dict(cls, _read_json(path), stage, str(path))
+    raise TransMRSRError(
+        f"unknown config {key!r}; choose one of {', '.join(presets)} or give a .json file"
+    )
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> PriorTrainConfig | SRTrainConfig:
+    """Rebuild a config saved by ``to_dict`` (its ``stage`` field says which)."""
+    stage = raw.get("stage")
+    if stage == "prior":
+        return _from_dict(PriorTrainConfig, raw, "prior", "checkpoint")
+    if stage == "sr":
+        return _from_dict(SRTrainConfig, raw, "sr", "checkpoint")
+    raise TransMRSRError(f"not a training config (stage {stage!r})")
+
+
+def with_overrides(config: Any, **overrides: Any) -> Any:
+    """``config`` with the non-``None`` overrides applied (and validated)."""
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    if not chosen:
+        return config
+    try:
+        return replace(config, **chosen)
+    except (TypeError, ValueError) as exc:
+        raise TransMRSRError(f"invalid option ({exc})") from None

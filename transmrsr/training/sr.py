@@ -1,0 +1,410 @@
+"""Stage 2 (SPEC section 4): TransMRSR super-resolution training with validation.
+
+The decoder starts from the prior (fine-tuned unless ``freeze_decoder``), the SDT centroids come
+with the prior file. Loss: L1 + content + style (VGG19 or stage-1 discriminator features).
+Adam, learning rate halved every ``lr_halve_every`` epochs; after each epoch the validation
+volumes are degraded, restored plane by plane and scored with the paper protocol, and the run
+stops when the validation PSNR has not improved by more than ``min_delta`` dB for ``patience``
+epochs. ``best.pt`` / ``model_best.safetensors`` hold the best epoch, ``last.pt`` the newest
+state.
+
+Exact resume: the batch order is a function of (seed, epoch) and each pair's randomness of
+(seed, epoch, index) (see :mod:`transmrsr.training.data`), so the data position is the step
+count; weights, Adam and scheduler states, validation history and RNG states are in the
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from transmrsr.degradation import simulate_interpolated_lr
+from transmrsr.errors import TransMRSRError
+from transmrsr.evaluation.compare import default_slice_axis
+from transmrsr.evaluation.metrics import paper_protocol
+from transmrsr.inference.planes import restore_along_planes
+from transmrsr.models.registry import config_to_dict
+from transmrsr.models.styleswin import StyleGAN2Discriminator
+from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR
+from transmrsr.training.checkpoint import (
+    load_checkpoint,
+    load_prior,
+    rng_state,
+    save_checkpoint,
+    save_model,
+    set_rng_state,
+    split_prior,
+)
+from transmrsr.training.config import SRTrainConfig, config_from_dict
+from transmrsr.training.data import (
+    MIN_SIGNAL_FRACTION,
+    SIGNAL_LEVEL,
+    PairDataset,
+    load_normalised,
+    thick_array_axis,
+)
+from transmrsr.training.distributed import (
+    DistContext,
+    ShardedBatchSampler,
+    broadcast_flag,
+    mean_over_ranks,
+)
+from transmrsr.training.losses import build_sr_loss
+from transmrsr.training.monitor import RunMonitor
+from transmrsr.training.runs import RunData, save_run_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationSet:
+    """Normalised HR validation volumes with their LR inputs, degraded once per factor."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, data: RunData, config: SRTrainConfig) -> ValidationSet:
+        items = []
+        volumes, affines = load_normalised(data.val)
+        for record, hr, affine in zip(data.val, volumes, affines, strict=True):
+            thick = thick_array_axis(affine, config.pairs.thick_axis)
+            slice_axis = default_slice_axis(affine, thick)
+            signal = (np.moveaxis(hr, slice_axis, 0) > SIGNAL_LEVEL).mean(axis=(1, 2))
+            planes = np.flatnonzero(signal >= MIN_SIGNAL_FRACTION)
+            if config.val_max_planes is not None and len(planes) > config.val_max_planes:
+                pick = np.linspace(0, len(planes) - 1, config.val_max_planes).round().astype(int)
+                planes = planes[pick]
+            ref = np.moveaxis(hr, slice_axis, 0)[planes]
+            for factor in config.val_factors:
+                lr = simulate_interpolated_lr(hr, thick, factor, method=config.pairs.interpolation)
+                in_plane = 3 - thick - slice_axis
+                cubic = np.transpose(lr, (slice_axis, thick, in_plane))[planes]
+                ref_t = np.transpose(hr, (slice_axis, thick, in_plane))[planes]
+                rng = (float(ref.min()), float(ref.max()))
+                base = paper_protocol(cubic, ref_t, slice_axis=0, ref_range=rng).psnr
+                items.append(
+                    {
+                        "name": f"{record.name} x{factor:g}",
+                        "lr": lr,
+                        "ref": ref_t,
+                        "thick": thick,
+                        "slice_axis": slice_axis,
+                        "planes": planes,
+                        "range": rng,
+                        "cubic_psnr": base,
+                    }
+                )
+        return cls(items)
+
+    def evaluate(self, model: nn.Module, ctx: DistContext, batch_size: int) -> dict[str, float]:
+        """Mean paper-protocol PSNR/SSIM over validation items and the gain over cubic."""
+        psnrs, ssims, gains = [], [], []
+        for item in self.items:
+            pred = restore_along_planes(
+                model,
+                item["lr"],
+                item["thick"],
+                slice_axes=[item["slice_axis"]],
+                plane_indices=item["planes"],
+                batch_size=batch_size,
+                device=ctx.device,
+                bf16=ctx.use_bf16,
+            )
+            m = paper_protocol(pred, item["ref"], slice_axis=0, ref_range=item["range"])
+            psnrs.append(m.psnr)
+            ssims.append(m.ssim)
+            gains.append(m.psnr - item["cubic_psnr"])
+        return {
+            "psnr": float(np.mean(psnrs)),
+            "ssim": float(np.mean(ssims)),
+            "gain_db": float(np.mean(gains)),
+        }
+
+
+def build_network(
+    config: SRTrainConfig, prior_path: Path | None
+) -> tuple[TransMRSR, StyleGAN2Discriminator | None]:
+    """The stage-2 network initialised from the prior, and the prior's discriminator."""
+    model = TransMRSR(config.model)
+    discriminator = None
+    if prior_path is None:
+        if config.model.use_prior:
+            raise TransMRSRError(
+                "stage 2 needs --prior PRIOR (from train-prior and fit-centroids), or a config "
+                "with use_prior false"
+            )
+        if config.model.use_sdt and config.model.psi < 1.0:
+            raise TransMRSRError("SDT needs centroids from a prior file: give --prior")
+        return model, None
+    state, prior_config, _ = load_prior(prior_path)
+    if prior_config != config.model.prior:
+        raise TransMRSRError(
+            f"{prior_path}: the prior's network sizes differ from the config's model.prior"
+        )
+    generator_state, disc_state = split_prior(state)
+    if config.model.use_sdt and config.model.psi < 1.0 and CENTROIDS_KEY not in generator_state:
+        raise TransMRSRError(
+            f"{prior_path}: the prior has no SDT centroids; run "
+            f"'transmrsr fit-centroids {prior_path}' first"
+        )
+    if config.model.use_prior:
+        model.load_prior(generator_state)
+    elif model.sdt is not None and CENTROIDS_KEY in generator_state:
+        model.sdt.set_centroids(generator_state[CENTROIDS_KEY])
+    if disc_state is not None:
+        discriminator = StyleGAN2Discriminator(prior_config)
+        discriminator.load_state_dict(disc_state)
+    return model, discriminator
+
+
+def _halving_schedule(every: int):
+    return lambda epoch: 0.5 ** (epoch // every)
+
+
+@dataclass
+class SRResult:
+    best_psnr: float
+    best_epoch: int
+    epochs: int
+    steps: int
+    stopped_early: bool
+    seconds: float
+
+
+def train_sr(
+    data: RunData,
+    config: SRTrainConfig,
+    out: Path,
+    ctx: DistContext,
+    *,
+    prior_path: Path | None,
+    resume_from: Path | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> SRResult:
+    """Train (or continue) a stage-2 run in ``out``.
+
+    ``stop_after`` ends this session after that many steps in total (with a checkpoint), for
+    time-boxed runs that a later ``--resume`` continues.
+    """
+    start_time = time.perf_counter()
+    state = None
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, map_location="cpu")
+        saved = config_from_dict(state["config"])
+        if saved != config:
+            log.info("resuming with the run's saved config (command-line config ignored)")
+        config = saved  # type: ignore[assignment]
+        prior_path = Path(state["prior"]) if state.get("prior") else None
+    if not data.val:
+        raise TransMRSRError("stage 2 needs at least one validation subject (see --val)")
+    torch.manual_seed(config.seed)
+    if state is None:
+        model, discriminator = build_network(config, prior_path)
+    else:  # every weight (decoder, centroids, perceptual backbone) comes from the checkpoint
+        model, discriminator = TransMRSR(config.model), None
+        model.load_state_dict(state["model"])
+        if state.get("discriminator") is not None:
+            discriminator = StyleGAN2Discriminator(config.model.prior)
+            discriminator.load_state_dict(state["discriminator"])
+    model.to(ctx.device)
+    if config.freeze_decoder:
+        for p in model.decoder.parameters():
+            p.requires_grad_(False)
+    loss_fn = build_sr_loss(
+        backbone=config.perceptual,
+        vgg_weights=config.vgg_weights,
+        content_weight=config.content_weight,
+        style_weight=config.style_weight,
+        discriminator=discriminator,
+    ).to(ctx.device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _halving_schedule(config.lr_halve_every)
+    )
+    step, history = 0, {"best_psnr": -np.inf, "best_epoch": -1, "epochs": [], "stale": 0}
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        history = state["history"]
+        set_rng_state(state["rng"])
+        log.info("resumed stage 2 at step %d (epoch %d)", step, len(history["epochs"]))
+
+    if ctx.is_main and state is None:
+        save_run_files(out, config, data)
+    volumes, affines = load_normalised(data.train)
+    dataset = PairDataset(volumes, affines, config.pairs, seed=config.seed)
+    sampler = ShardedBatchSampler(
+        len(dataset),
+        config.batch_size,
+        seed=config.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        samples_per_epoch=config.samples_per_epoch,
+    )
+    per_epoch = sampler.batches_per_epoch
+    validation = ValidationSet.build(data, config) if ctx.is_main else None
+    log.info(
+        "stage 2: %d training planes from %d volumes, %d steps of %d per epoch, "
+        "%d validation items",
+        len(dataset),
+        len(volumes),
+        per_epoch,
+        config.batch_size,
+        len(validation.items) if validation else 0,
+    )
+    train_model: nn.Module = model
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
+    monitor = RunMonitor(out, enabled=ctx.is_main, resumed_at=step if state else None)
+    max_steps = config.max_epochs * per_epoch
+    end = max_steps if stop_after is None else min(max_steps, stop_after)
+    stopped = bool(history.get("stopped", False))
+    bar = tqdm(
+        total=max_steps,
+        initial=step,
+        unit="step",
+        desc="train",
+        disable=not (progress and ctx.is_main),
+    )
+    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.use_bf16)
+    tick, tick_step = time.perf_counter(), step
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            path,
+            {
+                "stage": "sr",
+                "config": config.to_dict(),
+                "prior": str(prior_path) if prior_path else None,
+                "step": step,
+                "model": model.state_dict(),
+                "discriminator": discriminator.state_dict() if discriminator else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "rng": rng_state(),
+            },
+        )
+
+    model.train()
+    while step < end and not stopped:
+        epoch, position = divmod(step, per_epoch)
+        dataset.set_epoch(epoch)
+        sampler.set_position(epoch, position)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
+        for lr_img, hr_img, _factor in loader:
+            if step >= end:
+                break
+            lr_img, hr_img = lr_img.to(ctx.device), hr_img.to(ctx.device)
+            with autocast:
+                pred = train_model(lr_img)
+                loss, parts = loss_fn(pred.float(), hr_img)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0:
+                now = time.perf_counter()
+                values = {k: mean_over_ranks(ctx, v) for k, v in parts.items()}
+                values["lr"] = optimizer.param_groups[0]["lr"]
+                values["slices_per_s"] = (step - tick_step) * config.batch_size / (now - tick)
+                tick, tick_step = now, step
+                monitor.scalars(step, values)
+                bar.set_postfix(loss=f"{values['total']:.4f}", sps=f"{values['slices_per_s']:.2f}")
+            epoch_end = step % per_epoch == 0
+            if epoch_end:
+                stopped = _end_epoch(
+                    step // per_epoch, model, validation, history, config, ctx, monitor, out, step
+                )
+                scheduler.step()
+                if ctx.is_main:
+                    checkpoint(out / "last.pt")
+                    if history["best_epoch"] == step // per_epoch:
+                        checkpoint(out / "best.pt")
+                        _export(out / "model_best.safetensors", model, config, history, step)
+                if stopped:
+                    break
+            elif ctx.is_main and (step % config.checkpoint_every == 0 or step == end):
+                checkpoint(out / "last.pt")
+    bar.close()
+    monitor.close()
+    if ctx.is_main and (step >= max_steps or stopped):
+        _export(out / "model_last.safetensors", model, config, history, step)
+    return SRResult(
+        best_psnr=float(history["best_psnr"]),
+        best_epoch=int(history["best_epoch"]),
+        epochs=len(history["epochs"]),
+        steps=step,
+        stopped_early=stopped,
+        seconds=time.perf_counter() - start_time,
+    )
+
+
+def _end_epoch(
+    epoch: int,
+    model: TransMRSR,
+    validation: ValidationSet | None,
+    history: dict[str, Any],
+    config: SRTrainConfig,
+    ctx: DistContext,
+    monitor: RunMonitor,
+    out: Path,
+    step: int,
+) -> bool:
+    """Validate (rank 0), update the early-stopping state; every rank learns whether to stop."""
+    stop = False
+    if ctx.is_main and validation is not None:
+        t0 = time.perf_counter()
+        scores = validation.evaluate(model, ctx, config.batch_size)
+        model.train()
+        improved = scores["psnr"] > history["best_psnr"] + config.min_delta
+        if scores["psnr"] > history["best_psnr"]:
+            history["best_psnr"] = scores["psnr"]
+            history["best_epoch"] = epoch
+        history["stale"] = 0 if improved else history["stale"] + 1
+        history["epochs"].append({"epoch": epoch, "step": step, **scores})
+        stop = history["stale"] >= config.patience
+        history["stopped"] = stop
+        monitor.scalars(step, {**scores, "seconds": time.perf_counter() - t0}, prefix="val")
+        monitor.flush()
+        log.info(
+            "epoch %d: val PSNR %.2f dB (%+.2f dB over cubic), SSIM %.4f; best %.2f at epoch %d%s",
+            epoch,
+            scores["psnr"],
+            scores["gain_db"],
+            scores["ssim"],
+            history["best_psnr"],
+            history["best_epoch"],
+            "; stopping early" if stop else "",
+        )
+    return broadcast_flag(ctx, stop)
+
+
+def _export(
+    path: Path, model: TransMRSR, config: SRTrainConfig, history: dict[str, Any], step: int
+) -> None:
+    info = {
+        "steps": step,
+        "epochs": len(history["epochs"]),
+        "best_val_psnr": history["best_psnr"],
+        "best_epoch": history["best_epoch"],
+        "factor_range": list(config.pairs.factor_range),
+        "thick_axis_trained": config.pairs.thick_axis,
+    }
+    save_model(path, model.state_dict(), config_to_dict(config.model), info=info)
