@@ -23,6 +23,7 @@ log = logging.getLogger("transmrsr")
 COMMAND_MODULES: tuple[str, ...] = (
     "transmrsr.cli.degrade",
     "transmrsr.cli.upsample",
+    "transmrsr.cli.restore",
     "transmrsr.cli.evaluate",
     "transmrsr.cli.train_prior",
     "transmrsr.cli.fit_centroids",

@@ -1,0 +1,156 @@
+"""Restore a thick-slice volume: the main job of the tool (SPEC section 8).
+
+``thick volume -> interpolate along the thick axis onto the isotropic grid -> normalise ->
+network on every plane that contains the thick axis (one orientation, or both fused) ->
+intensities back to the input's scale -> (optionally) onto a reference grid``.
+
+The output grid is the one :func:`transmrsr.interpolation.upsample` defines (field of view
+preserved, spacing divided by the factor), so ``restore`` and the ``upsample`` baselines are
+voxel-for-voxel comparable. Models are shipped files (``t1``), model files written by ``train``
+(``model_best.safetensors``) or training checkpoints (``best.pt``/``last.pt``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transmrsr.errors import TransMRSRError
+from transmrsr.geometry import detect_thick_axis
+from transmrsr.inference.planes import restore_along_planes
+from transmrsr.intensity import IntensityScaler
+from transmrsr.interpolation import resample_to_grid, upsample
+from transmrsr.io import Volume
+from transmrsr.models.registry import build_model, config_from_dict
+from transmrsr.slicing import planes_axes
+
+log = logging.getLogger(__name__)
+
+#: Models shipped inside the package (``transmrsr/weights``), by the name ``--model`` takes.
+SHIPPED_MODELS: dict[str, str] = {"t1": "t1_compact.safetensors"}
+DEFAULT_MODEL = "t1"
+#: What ``--planes auto`` means; chosen by ``benchmarks/bench_restore.py`` (gain per second).
+AUTO_PLANES = "one"
+PLANE_CHOICES = ("auto", "one", "both")
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference, with where it came from and what it was trained on."""
+
+    network: nn.Module
+    source: str
+    info: dict[str, Any]
+
+
+def shipped_model_path(name: str) -> Path:
+    """Path of a model shipped with the package."""
+    if name not in SHIPPED_MODELS:
+        raise TransMRSRError(f"unknown model {name!r}; shipped models: {', '.join(SHIPPED_MODELS)}")
+    path = Path(str(resources.files("transmrsr.weights") / SHIPPED_MODELS[name]))
+    if not path.is_file():
+        raise TransMRSRError(
+            f"the shipped model {name!r} is missing from this installation ({path}); "
+            "reinstall transmrsr or pass --model FILE"
+        )
+    return path
+
+
+def load_model(model: str | os.PathLike[str] = DEFAULT_MODEL) -> LoadedModel:
+    """A shipped model by name, a ``.safetensors`` model file, or a ``.pt`` training checkpoint."""
+    from transmrsr.training.checkpoint import load_checkpoint, load_model_file
+
+    key = str(model)
+    path = shipped_model_path(key) if key in SHIPPED_MODELS else Path(key)
+    if not path.exists():
+        raise TransMRSRError(
+            f"{path}: no such model file (shipped models: {', '.join(SHIPPED_MODELS)})"
+        )
+    if path.suffix == ".pt":
+        state = load_checkpoint(path)
+        if state.get("stage") != "sr":
+            raise TransMRSRError(f"{path}: a stage-1 checkpoint holds no restoration model")
+        network_config = {"arch": "transmrsr", "config": state["config"]["model"]}
+        weights, info = state["model"], {"steps": state["step"]}
+    else:
+        weights, network_config, info = load_model_file(path)
+    try:
+        config = config_from_dict(network_config)
+        network = build_model(network_config["arch"], config)
+        network.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise TransMRSRError(f"{path}: the weights do not fit their config ({exc})") from None
+    network.eval()
+    return LoadedModel(network, str(path), dict(info))
+
+
+def slice_axes_for(planes: str, thick_axis: int, shape: tuple[int, ...]) -> list[int]:
+    """Plane stacks to run: ``one`` = the orientation with the most planes, ``both`` = both."""
+    if planes not in PLANE_CHOICES:
+        raise TransMRSRError(f"--planes must be one of {', '.join(PLANE_CHOICES)}, got {planes!r}")
+    if planes == "auto":
+        planes = AUTO_PLANES
+    axes = list(planes_axes(thick_axis))
+    if planes == "both":
+        return axes
+    return [max(axes, key=lambda a: (shape[a], -a))]
+
+
+@dataclass
+class Restoration:
+    """The restored volume and what was done."""
+
+    volume: Volume
+    thick_axis: int
+    factor: float
+    slice_axes: list[int]
+
+
+def restore_volume(
+    volume: Volume,
+    model: LoadedModel,
+    *,
+    axis: str | int | None = None,
+    factor: float | None = None,
+    planes: str = "auto",
+    like: Volume | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Restoration:
+    """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
+
+    The thick axis and factor come from the header unless given (non-integer factors work).
+    Intensities are normalised for the network with the input's robust range and mapped back,
+    then clipped to the input's value range.
+    """
+    thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
+    data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
+    scaler = IntensityScaler.fit(volume.data)
+    axes = slice_axes_for(planes, thick, data.shape)
+    device = torch.device(device)
+    model.network.to(device)
+    restored = restore_along_planes(
+        model.network,
+        scaler(data),
+        thick,
+        slice_axes=axes,
+        batch_size=batch_size,
+        device=device,
+        bf16=device.type == "cuda",
+        progress=progress,
+    )
+    out = scaler.inverse(restored)
+    np.clip(out, float(volume.data.min()), float(volume.data.max()), out=out)
+    if like is not None:
+        out = resample_to_grid(out, affine, like.shape, like.affine)
+        affine = like.affine
+    return Restoration(volume.with_data(out.astype(np.float32), affine), thick, k, axes)

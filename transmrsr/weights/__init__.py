@@ -1,0 +1,1 @@
+"""Pretrained models shipped with the package (safetensors); see MODEL_CARD.md beside them."""
