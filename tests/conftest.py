@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from transmrsr.models.registry import build_model, config_to_dict
+from transmrsr.training.checkpoint import save_model
+
 torch.set_num_threads(2)
 
 #: The project's real development scans (never committed): ``../shared/data/mri``.
@@ -101,3 +104,13 @@ def write_nifti(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A tiny TransMRSR (random weights, random centroids) saved as a model file."""
+    torch.manual_seed(0)
+    model = build_model("transmrsr", "tiny")
+    model.sdt.set_centroids(torch.randn(8, 32))
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    return save_model(path, model.state_dict(), config_to_dict(model.config), info={"test": 1})

@@ -78,12 +78,14 @@ def test_evaluate_command_json_and_table(tmp_path, write_nifti, capsys):
 
 
 @pytest.mark.slow
-def test_demo_writes_volumes_figure_and_metrics(tmp_path, capsys):
+def test_demo_writes_volumes_figure_and_metrics(tmp_path, capsys, tiny_model_file):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--factor", "8"]) == 0
+    args = ["demo", "--out", str(out), "--factor", "8", "--model", str(tiny_model_file)]
+    assert main([*args, "--no-progress"]) == 0
     table = capsys.readouterr().out
-    assert "cubic" in table
-    for name in ("reference.nii.gz", "lr.nii.gz", "cubic.nii.gz", "figure.png"):
+    assert "cubic" in table and "TransMRSR" in table
+    for name in ("reference.nii.gz", "lr.nii.gz", "cubic.nii.gz", "transmrsr.nii.gz", "figure.png"):
         assert (out / name).stat().st_size > 10_000, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert 20 < metrics["cubic"]["psnr_paper"] < 40
+    assert np.isfinite(metrics["TransMRSR"]["psnr_masked"]) and metrics["TransMRSR"]["seconds"] > 0

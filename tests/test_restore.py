@@ -5,7 +5,6 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from conftest import oblique_affine, oriented_affine, phantom, shared_file
 
 from transmrsr.cli.main import main
@@ -14,20 +13,8 @@ from transmrsr.errors import TransMRSRError
 from transmrsr.inference.restore import load_model, restore_volume, slice_axes_for
 from transmrsr.interpolation import upsample
 from transmrsr.io import Volume, load_volume
-from transmrsr.models.registry import build_model, config_to_dict
-from transmrsr.training.checkpoint import save_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_file(tmp_path_factory):
-    """A tiny TransMRSR (random weights, random centroids) saved as a model file."""
-    torch.manual_seed(0)
-    model = build_model("transmrsr", "tiny")
-    model.sdt.set_centroids(torch.randn(8, 32))
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    return save_model(path, model.state_dict(), config_to_dict(model.config), info={"test": 1})
 
 
 def _thick(codes: str, axis: int, factor: int, shape=(24, 28, 20)):
