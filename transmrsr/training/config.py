@@ -179,6 +179,7 @@ SR_PRESETS: dict[str, SRTrainConfig] = {
         model=transmrsr_model.PRESETS["compact"],
         pairs=PairConfig(factor_range=(2.0, 8.0)),
         batch_size=4,
+        lr=2e-4,
         samples_per_epoch=400,
         lr_halve_every=30,
         max_epochs=100,
