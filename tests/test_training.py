@@ -441,3 +441,36 @@ def test_a_fresh_run_never_overwrites_an_existing_one(phantom_data, tmp_path):
     _sr_run(phantom_data, prior, tmp_path / "run", stop_after=1)
     with pytest.raises(TransMRSRError, match="--resume"):
         prepare_out(tmp_path / "run", resume=False)
+
+
+@pytest.mark.parametrize("arch", ["edsr", "swinir", "restormer"])
+def test_baselines_train_through_the_same_pipeline(phantom_data, tmp_path, arch):
+    out = tmp_path / arch
+    args = ["train", str(phantom_data), "--arch", arch, "--config", "tiny", "--out", str(out)]
+    args += ["--epochs", "2", "--samples-per-epoch", "8", "--no-progress"]
+    assert main([*args, "--stop-after", "3"]) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 3
+    # The checkpointed config rebuilds the baseline and the run resumes to its end.
+    assert main([*args, "--resume"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["arch"] == arch and saved["content_weight"] == 0.0
+    _, model_config, info = load_model_file(out / "model_best.safetensors")
+    assert model_config["arch"] == arch and info["epochs"] >= 1
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["step"] == 4 and len(checkpoint["history"]["epochs"]) == 2
+    assert np.isfinite(checkpoint["history"]["best_psnr"])
+
+
+def test_time_limit_ends_the_session_with_a_checkpoint(phantom_data, tmp_path):
+    data = select_data(
+        [phantom_data], contrast=None, split_file=None, val=1, test=1, seed=0, contrasts=["T1"]
+    )
+    config = _tiny_sr(samples_per_epoch=12, max_epochs=3, content_weight=0.0, style_weight=0.0)
+    out = tmp_path / "run"
+    prepare_out(out, resume=False)
+    result = train_sr(
+        data, config, out, CPU, prior_path=_prior_file(tmp_path), max_seconds=0.0, progress=False
+    )
+    assert result.steps == 1
+    assert load_checkpoint(out / "last.pt")["step"] == 1
+    assert load_model_file(out / "model_last.safetensors")[2]["steps"] == 1

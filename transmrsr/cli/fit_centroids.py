@@ -6,13 +6,7 @@ import argparse
 import logging
 import time
 
-import torch
-
-from transmrsr.errors import TransMRSRError
-from transmrsr.models.styleswin import StyleSwinGenerator
-from transmrsr.models.transmrsr import CENTROIDS_KEY
-from transmrsr.training.centroids import prior_centroids
-from transmrsr.training.checkpoint import DISCRIMINATOR_PREFIX, load_prior, save_prior, split_prior
+from transmrsr.training.centroids import add_centroids_to_prior
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    if args.n_latents < args.k or args.k < 1:
-        raise TransMRSRError(f"need 1 <= k <= n-latents, got k={args.k}, n={args.n_latents}")
-    state, config, info = load_prior(args.prior)
-    state.pop(CENTROIDS_KEY, None)
-    generator_state, discriminator_state = split_prior(state)
-    generator = StyleSwinGenerator(config)
-    generator.load_state_dict(generator_state)
-    generator.eval()
-    with torch.no_grad():
-        centroids = prior_centroids(generator, n_latents=args.n_latents, k=args.k, seed=args.seed)
-    info = {**info, "centroids": {"n_latents": args.n_latents, "k": args.k, "seed": args.seed}}
-    if discriminator_state is not None:  # kept for the stage-2 perceptual loss
-        generator_state.update(
-            {DISCRIMINATOR_PREFIX + k: v for k, v in discriminator_state.items()}
-        )
-    out = save_prior(
-        args.out or args.prior, generator_state, config, centroids=centroids, info=info
+    out = add_centroids_to_prior(
+        args.prior, args.out, n_latents=args.n_latents, k=args.k, seed=args.seed
     )
     log.info(
         "fitted %d centroids from %d latents in %.1f s -> %s",

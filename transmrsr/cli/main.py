@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "transmrsr.cli.train_prior",
     "transmrsr.cli.fit_centroids",
     "transmrsr.cli.train",
+    "transmrsr.cli.benchmark",
     "transmrsr.cli.model_summary",
     "transmrsr.cli.demo",
 )

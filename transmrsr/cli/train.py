@@ -1,4 +1,4 @@
-"""``transmrsr train``: stage 2, TransMRSR super-resolution (SPEC section 4)."""
+"""``transmrsr train``: stage 2, TransMRSR (or a baseline) super-resolution (SPEC section 4)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from pathlib import Path
 from transmrsr.cli.common import int_at_least, positive_float
 from transmrsr.cli.training import add_run_arguments, contrasts_of, start
 from transmrsr.errors import TransMRSRError
-from transmrsr.training.config import PERCEPTUAL_BACKBONES, resolve_config, with_overrides
+from transmrsr.models.registry import list_architectures
+from transmrsr.training.config import (
+    PERCEPTUAL_BACKBONES,
+    SR_PRESETS,
+    resolve_config,
+    sr_preset,
+    with_overrides,
+)
 from transmrsr.training.distributed import barrier, teardown
 from transmrsr.training.runs import prepare_out, select_data
 from transmrsr.training.sr import train_sr
@@ -54,11 +61,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="thick/thin factors to simulate, drawn uniformly (e.g. 2 8)",
     )
     parser.add_argument("--lr", type=positive_float, help="Adam learning rate")
+    parser.add_argument(
+        "--arch",
+        choices=list_architectures(),
+        help="train a baseline network instead of TransMRSR, with its preset of the --config "
+        "name and the same pipeline (L1 loss; no prior needed)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=positive_float,
+        metavar="MINUTES",
+        help="end this session after MINUTES of wall time (checkpointed; --resume continues)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = resolve_config(args.config, "sr")
+    if args.arch is not None:
+        if args.config not in SR_PRESETS:
+            raise TransMRSRError("--arch needs a preset --config name (a JSON config has its arch)")
+        config = sr_preset(args.config, args.arch)
+    else:
+        config = resolve_config(args.config, "sr")
     pairs = config.pairs
     if args.factor_range:
         lo, hi = args.factor_range
@@ -99,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             prior_path=Path(args.prior) if args.prior else None,
             resume_from=resume_from,
             stop_after=args.stop_after,
+            max_seconds=args.time_limit * 60 if args.time_limit else None,
             progress=not args.no_progress,
         )
     finally:

@@ -99,3 +99,57 @@ def save_grid_png(
     finally:
         plt.close(fig)
     return out
+
+
+def methods_figure(
+    images: dict[str, np.ndarray],
+    reference: np.ndarray,
+    affine: np.ndarray,
+    thick_axis: int,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+) -> Path:
+    """The paper's Fig. 5 layout: one plane through the thick axis for every method (top row)
+    and its absolute error against the reference (bottom row), shared grey and error scales.
+
+    ``images`` and ``reference`` are on the reference grid in its own array order; the plane is
+    the middle one across the first of SI, AP, LR that is not the thick axis (coronal for
+    axial acquisitions), shown in radiological display orientation.
+    """
+    ornt = nib.orientations.io_orientation(affine)
+    ras_thick = int(ornt[thick_axis, 0])
+    axis = next(a for a in (2, 1, 0) if a != ras_thick)
+    ref = to_ras(reference, affine)
+    index = ref.shape[axis] // 2
+    lo, hi = np.percentile(ref, [0.5, 99.5])
+    planes = {name: _plane(to_ras(img, affine), axis, index) for name, img in images.items()}
+    ref_plane = _plane(ref, axis, index)
+    errors = {name: np.abs(p - ref_plane) for name, p in planes.items()}
+    err_hi = max((float(np.percentile(e, 99.5)) for e in errors.values()), default=1.0) or 1.0
+    columns = [*planes, "reference"]
+    fig, axes = plt.subplots(2, len(columns), figsize=(2.2 * len(columns), 4.8), squeeze=False)
+    for col, name in enumerate(columns):
+        top, bottom = axes[0, col], axes[1, col]
+        top.imshow(
+            ref_plane if name == "reference" else planes[name], cmap="gray", vmin=lo, vmax=hi
+        )
+        top.set_title(name, fontsize=9)
+        if name in errors:
+            bottom.imshow(errors[name], cmap="inferno", vmin=0, vmax=err_hi)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if name not in errors and ax is bottom:
+                ax.set_axis_off()
+    axes[1, 0].set_ylabel("|error|", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return out

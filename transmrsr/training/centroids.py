@@ -10,6 +10,8 @@ weights. Done once per prior; deterministic for a seed.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from sklearn.cluster import KMeans
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.models.styleswin import StyleSwinGenerator
+from transmrsr.models.transmrsr import CENTROIDS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +62,38 @@ def prior_centroids(
 ) -> torch.Tensor:
     """The SDT centroids of a prior: :func:`fit_centroids` of :func:`sample_latents`."""
     return fit_centroids(sample_latents(generator, n_latents, seed=seed), k, seed=seed)
+
+
+def add_centroids_to_prior(
+    prior: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    n_latents: int = 60_000,
+    k: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Fit the SDT centroids of a prior file and write the prior with them (to ``out``, or
+    over ``prior`` atomically). The discriminator stored with the prior is kept: stage 2 may use
+    its features for the perceptual loss."""
+    from transmrsr.training.checkpoint import (
+        DISCRIMINATOR_PREFIX,
+        load_prior,
+        save_prior,
+        split_prior,
+    )
+
+    if not 1 <= k <= n_latents:
+        raise TransMRSRError(f"need 1 <= k <= n-latents, got k={k}, n={n_latents}")
+    state, config, info = load_prior(prior)
+    state.pop(CENTROIDS_KEY, None)
+    generator_state, discriminator_state = split_prior(state)
+    generator = StyleSwinGenerator(config)
+    generator.load_state_dict(generator_state)
+    generator.eval()
+    centroids = prior_centroids(generator, n_latents=n_latents, k=k, seed=seed)
+    info = {**info, "centroids": {"n_latents": n_latents, "k": k, "seed": seed}}
+    if discriminator_state is not None:
+        generator_state.update(
+            {DISCRIMINATOR_PREFIX + name: v for name, v in discriminator_state.items()}
+        )
+    return save_prior(out or prior, generator_state, config, centroids=centroids, info=info)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transmrsr.errors import TransMRSRError
-from transmrsr.models import styleswin
+from transmrsr.models import registry, styleswin
 from transmrsr.models import transmrsr as transmrsr_model
 from transmrsr.models.styleswin import StyleSwinConfig
 from transmrsr.models.transmrsr import TransMRSRConfig
@@ -74,10 +74,14 @@ class PriorTrainConfig:
 
 @dataclass(frozen=True)
 class SRTrainConfig:
-    """Stage 2 (SPEC section 4): TransMRSR on LR/HR pairs made on the fly.
+    """Stage 2 (SPEC section 4): a super-resolution network on LR/HR pairs made on the fly.
+
+    TransMRSR is the method; the baselines of the benchmark (EDSR, SwinIR, Restormer) train
+    through the same pipeline with ``arch`` set to their registry name.
 
     Attributes:
-        model: the network (its ``prior`` part must match the prior file).
+        arch: registry name of the network (:mod:`transmrsr.models.registry`).
+        model: that network's config (TransMRSR: its ``prior`` part must match the prior file).
         pairs: degradation, factor range, thick axis, patch size, augmentation.
         batch_size: global batch. lr: Adam; halved every ``lr_halve_every`` epochs.
         max_epochs, patience, min_delta: stop after ``max_epochs``, or when validation PSNR
@@ -92,7 +96,8 @@ class SRTrainConfig:
         checkpoint_every, log_every: in steps; a checkpoint is also written every epoch.
     """
 
-    model: TransMRSRConfig = field(default_factory=TransMRSRConfig)
+    arch: str = "transmrsr"
+    model: Any = field(default_factory=TransMRSRConfig)
     pairs: PairConfig = field(default_factory=PairConfig)
     batch_size: int = 6
     lr: float = 1e-4
@@ -115,8 +120,16 @@ class SRTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.arch not in registry.list_architectures():
+            raise TransMRSRError(
+                f"unknown arch {self.arch!r}; choose one of "
+                f"{', '.join(registry.list_architectures())}"
+            )
         if isinstance(self.model, Mapping):
-            object.__setattr__(self, "model", TransMRSRConfig.from_dict(self.model))
+            model = registry.config_from_dict({"arch": self.arch, "config": self.model})
+            object.__setattr__(self, "model", model)
+        if registry.arch_of_config(self.model) != self.arch:
+            raise TransMRSRError(f"the model config is not a {self.arch} config")
         if isinstance(self.pairs, Mapping):
             raw = dict(self.pairs)
             raw["factor_range"] = tuple(float(f) for f in raw.get("factor_range", (4.0, 4.0)))
@@ -137,7 +150,7 @@ class SRTrainConfig:
             raise TransMRSRError(f"factor range must satisfy 1 < lo <= hi <= 16, got {lo}-{hi}")
         if not self.val_factors or any(not 1.0 < f <= 16.0 for f in self.val_factors):
             raise TransMRSRError(f"val_factors must be in (1, 16], got {self.val_factors}")
-        if self.pairs.patch_size > self.model.img_size:
+        if self.arch == "transmrsr" and self.pairs.patch_size > self.model.img_size:
             raise TransMRSRError(
                 f"patch_size {self.pairs.patch_size} exceeds the network size {self.model.img_size}"
             )
@@ -256,6 +269,22 @@ def config_from_dict(raw: Mapping[str, Any]) -> PriorTrainConfig | SRTrainConfig
     if stage == "sr":
         return _from_dict(SRTrainConfig, raw, "sr", "checkpoint")
     raise TransMRSRError(f"not a training config (stage {stage!r})")
+
+
+def sr_preset(name: str, arch: str = "transmrsr") -> SRTrainConfig:
+    """The stage-2 preset ``name`` for network ``arch``.
+
+    Baselines keep the preset's data, batch, schedule and validation, take their own network
+    preset of the same name, and train with L1 only (as they were published): the SPEC's
+    content and style terms belong to TransMRSR.
+    """
+    if name not in SR_PRESETS:
+        raise TransMRSRError(f"unknown config {name!r}; choose one of {', '.join(SR_PRESETS)}")
+    config = SR_PRESETS[name]
+    if arch == "transmrsr":
+        return config
+    model = registry.get_config(arch, name)
+    return replace(config, arch=arch, model=model, content_weight=0.0, style_weight=0.0)
 
 
 def with_overrides(config: Any, **overrides: Any) -> Any:

@@ -1,7 +1,8 @@
-"""Stage 2 (SPEC section 4): TransMRSR super-resolution training with validation.
+"""Stage 2 (SPEC section 4): super-resolution training with validation.
 
-The decoder starts from the prior (fine-tuned unless ``freeze_decoder``), the SDT centroids come
-with the prior file. Loss: L1 + content + style (VGG19 or stage-1 discriminator features).
+For TransMRSR the decoder starts from the prior (fine-tuned unless ``freeze_decoder``) and the
+SDT centroids come with the prior file; the baselines (``config.arch``) train through the same
+loop. Loss: L1 + content + style (VGG19 or stage-1 discriminator features; weights 0 = L1).
 Adam, learning rate halved every ``lr_halve_every`` epochs; after each epoch the validation
 volumes are degraded, restored plane by plane and scored with the paper protocol, and the run
 stops when the validation PSNR has not improved by more than ``min_delta`` dB for ``patience``
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation.compare import default_slice_axis
 from transmrsr.evaluation.metrics import paper_protocol
 from transmrsr.inference.planes import restore_along_planes
-from transmrsr.models.registry import config_to_dict
-from transmrsr.models.styleswin import StyleGAN2Discriminator
+from transmrsr.models.registry import build_model, config_to_dict
+from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinConfig
 from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR
 from transmrsr.training.checkpoint import (
     load_checkpoint,
@@ -134,8 +135,20 @@ class ValidationSet:
 
 def build_network(
     config: SRTrainConfig, prior_path: Path | None
-) -> tuple[TransMRSR, StyleGAN2Discriminator | None]:
-    """The stage-2 network initialised from the prior, and the prior's discriminator."""
+) -> tuple[nn.Module, StyleGAN2Discriminator | None]:
+    """The stage-2 network (TransMRSR: initialised from the prior) and the prior's
+    discriminator (for discriminator-feature perceptual losses; ``None`` without a prior)."""
+    if config.arch != "transmrsr":
+        model = build_model(config.arch, config.model)
+        if prior_path is None:
+            return model, None
+        state, prior_config, _ = load_prior(prior_path)
+        disc_state = split_prior(state)[1]
+        if disc_state is None:
+            return model, None
+        discriminator = StyleGAN2Discriminator(prior_config)
+        discriminator.load_state_dict(disc_state)
+        return model, discriminator
     model = TransMRSR(config.model)
     discriminator = None
     if prior_path is None:
@@ -168,6 +181,15 @@ def build_network(
     return model, discriminator
 
 
+def _disc_config(state: dict[str, Any]) -> StyleSwinConfig:
+    """The perceptual discriminator's sizes saved in a checkpoint (older TransMRSR checkpoints
+    did not save them: there they are the model's prior sizes)."""
+    saved = state.get("discriminator_config")
+    if saved is not None:
+        return StyleSwinConfig.from_dict(dict(saved))
+    return config_from_dict(state["config"]).model.prior  # type: ignore[union-attr]
+
+
 def _halving_schedule(every: int):
     return lambda epoch: 0.5 ** (epoch // every)
 
@@ -191,12 +213,14 @@ def train_sr(
     prior_path: Path | None,
     resume_from: Path | None = None,
     stop_after: int | None = None,
+    max_seconds: float | None = None,
     progress: bool = True,
 ) -> SRResult:
     """Train (or continue) a stage-2 run in ``out``.
 
-    ``stop_after`` ends this session after that many steps in total (with a checkpoint), for
-    time-boxed runs that a later ``--resume`` continues.
+    ``stop_after`` ends this session after that many steps in total, ``max_seconds`` after
+    that much wall time (both with a checkpoint and ``model_last.safetensors``), for
+    time-boxed runs and equal-budget benchmarks; a later ``--resume`` continues.
     """
     start_time = time.perf_counter()
     state = None
@@ -213,13 +237,13 @@ def train_sr(
     if state is None:
         model, discriminator = build_network(config, prior_path)
     else:  # every weight (decoder, centroids, perceptual backbone) comes from the checkpoint
-        model, discriminator = TransMRSR(config.model), None
+        model, discriminator = build_model(config.arch, config.model), None
         model.load_state_dict(state["model"])
         if state.get("discriminator") is not None:
-            discriminator = StyleGAN2Discriminator(config.model.prior)
+            discriminator = StyleGAN2Discriminator(_disc_config(state))
             discriminator.load_state_dict(state["discriminator"])
     model.to(ctx.device)
-    if config.freeze_decoder:
+    if config.freeze_decoder and isinstance(model, TransMRSR):
         for p in model.decoder.parameters():
             p.requires_grad_(False)
     loss_fn = build_sr_loss(
@@ -294,6 +318,7 @@ def train_sr(
                 "step": step,
                 "model": model.state_dict(),
                 "discriminator": discriminator.state_dict() if discriminator else None,
+                "discriminator_config": asdict(discriminator.config) if discriminator else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "history": history,
@@ -319,6 +344,10 @@ def train_sr(
             optimizer.step()
             step += 1
             bar.update(1)
+            if max_seconds is not None and broadcast_flag(
+                ctx, time.perf_counter() - start_time > max_seconds
+            ):
+                end = step
             if step % config.log_every == 0:
                 now = time.perf_counter()
                 values = {k: mean_over_ranks(ctx, v) for k, v in parts.items()}
@@ -344,7 +373,7 @@ def train_sr(
                 checkpoint(out / "last.pt")
     bar.close()
     monitor.close()
-    if ctx.is_main and (step >= max_steps or stopped):
+    if ctx.is_main and step > 0:
         _export(out / "model_last.safetensors", model, config, history, step)
     return SRResult(
         best_psnr=float(history["best_psnr"]),
@@ -358,7 +387,7 @@ def train_sr(
 
 def _end_epoch(
     epoch: int,
-    model: TransMRSR,
+    model: nn.Module,
     validation: ValidationSet | None,
     history: dict[str, Any],
     config: SRTrainConfig,
@@ -397,7 +426,7 @@ def _end_epoch(
 
 
 def _export(
-    path: Path, model: TransMRSR, config: SRTrainConfig, history: dict[str, Any], step: int
+    path: Path, model: nn.Module, config: SRTrainConfig, history: dict[str, Any], step: int
 ) -> None:
     info = {
         "steps": step,

@@ -1,0 +1,159 @@
+"""The benchmark: a tiny-budget run of the whole report, tissue Dice, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import oriented_affine, phantom
+
+from transmrsr.cli.main import main
+from transmrsr.errors import TransMRSRError
+from transmrsr.evaluation import benchmark
+from transmrsr.evaluation.benchmark import METHODS, BenchmarkSettings, parse_methods
+from transmrsr.evaluation.segmentation import TISSUES, segment_tissues, tissue_dice
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+METHOD_LIST = "cubic,edsr,transmrsr,transmrsr-nosdt"
+
+
+@pytest.fixture
+def phantom_data(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(4):
+        affine = oriented_affine("PSR" if i % 2 else "LAS")
+        nib.save(
+            nib.Nifti1Image(phantom((36, 40, 30), seed=i), affine),
+            folder / f"IXI00{i}-Guys-0000-T1.nii.gz",
+        )
+    return folder
+
+
+def _run(data: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "benchmark",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--config",
+            "tiny",
+            "--methods",
+            METHOD_LIST,
+            "--budget-steps",
+            "2",
+            "--prior-steps",
+            "2",
+            "--factors",
+            "2",
+            "4",
+            "--no-mni",
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_writes_the_whole_report(phantom_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "atropos_available", lambda: False)
+    out = tmp_path / "bench"
+    assert _run(phantom_data, out) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    methods = METHOD_LIST.split(",")
+    rows = results["rows"]
+    assert len(rows) == 2 * len(methods)  # one test subject x two factors x methods
+    assert {r["method"] for r in rows} == set(methods)
+    assert all(np.isfinite(r["psnr_paper"]) and np.isfinite(r["psnr_masked"]) for r in rows)
+    assert not any(k.startswith("dice_") for r in rows for k in r)
+    # Every learned method got the same budget, and the TransMRSR rows share one prior.
+    assert {name: cost["steps"] for name, cost in results["training"].items()} == {
+        "edsr": 2,
+        "transmrsr": 2,
+        "transmrsr-nosdt": 2,
+    }
+    assert (out / "runs" / "prior" / "prior.safetensors").is_file()
+    # Cubic is the interpolation itself: its numbers do not depend on any training.
+    cubic = [r for r in rows if r["method"] == "cubic"]
+    assert cubic[0]["psnr_paper"] > cubic[1]["psnr_paper"]  # x2 is easier than x4
+    report = (out / "report.md").read_text()
+    assert report in printed
+    for label in ("Cubic", "EDSR", "TransMRSR", "TransMRSR w/o SDT"):
+        assert f"| {label} |" in report
+    assert "## x2" in report and "## x4" in report and "## Ablations" in report
+    assert "pip install 'transmrsr[seg]'" in report
+    for figure in ("psnr_vs_factor.png", *Path(out).glob("fig_*_x4.png")):
+        assert (out / Path(figure).name).stat().st_size > 1000
+    # Rerunning reuses the trained models and reproduces every number.
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model_*.safetensors")}
+    assert _run(phantom_data, out) == 0
+    again = json.loads((out / "results.json").read_text())
+    after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model_*.safetensors")}
+    assert before == after
+    for a, b in zip(rows, again["rows"], strict=True):
+        assert a["psnr_paper"] == pytest.approx(b["psnr_paper"], abs=1e-9)
+
+
+def test_methods_and_settings_are_checked():
+    assert parse_methods("all") == tuple(METHODS)
+    assert parse_methods("EDSR, cubic,edsr") == ("edsr", "cubic")
+    with pytest.raises(TransMRSRError, match="unknown method"):
+        parse_methods("cubic,bicubic")
+    with pytest.raises(TransMRSRError, match="budget"):
+        BenchmarkSettings(methods=("cubic", "edsr"))
+    assert BenchmarkSettings(methods=("cubic",)).methods == ("cubic",)  # nothing to train
+    with pytest.raises(TransMRSRError, match="factors"):
+        BenchmarkSettings(factors=(1.0,), budget_steps=1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "cubic,magic"], "unknown method"),
+        (["--budget-steps", "0"], "must be at least 1"),
+        (["--notes-file", "/no/such/notes.md"], "cannot read"),
+    ],
+)
+def test_benchmark_errors_are_one_line(phantom_data, tmp_path, capsys, extra, message):
+    code = _run(phantom_data, tmp_path / "bench", *extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_tissue_dice_counts_overlaps():
+    ref = np.zeros((4, 4, 4), np.int8)
+    ref[:2] = 1
+    ref[2:] = 3
+    pred = ref.copy()
+    pred[1] = 2  # half of CSF becomes GM
+    scores = tissue_dice(pred, ref)
+    assert scores["csf"] == pytest.approx(2 * 16 / (16 + 32))
+    assert scores["wm"] == 1.0
+    assert scores["gm"] == 0.0
+    assert set(scores) == set(TISSUES)
+
+
+def test_atropos_segments_three_tissues():
+    pytest.importorskip("ants")
+    rng = np.random.default_rng(0)
+    truth = np.zeros((40, 40, 40), np.int8)
+    zz, yy, xx = np.mgrid[:40, :40, :40]
+    r = np.sqrt((zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
+    truth[r < 18] = 1
+    truth[r < 14] = 2
+    truth[r < 8] = 3
+    means = np.array([0.0, 30.0, 70.0, 110.0])
+    image = means[truth] + rng.normal(0, 6, truth.shape)
+    labels = segment_tissues(image, truth > 0)
+    scores = tissue_dice(labels, truth)
+    assert min(scores.values()) > 0.9, scores
+    inverted = segment_tissues(image.max() - image, truth > 0, contrast="T2")
+    assert tissue_dice(inverted, truth)["wm"] > 0.9

@@ -1,0 +1,464 @@
+"""The paper's comparison (SPEC section 7, Tables 1-3) on your data, one protocol for all.
+
+Every learned method is trained by the same stage-2 pipeline (:func:`~transmrsr.training.sr.
+train_sr`) on the same subjects, pairs, batch and budget, and then restores the same held-out
+volumes the same way; cubic interpolation is the floor. The held-out volumes are the test
+subjects of the split plus, by default, the MNI152 template (never trained on). Each is degraded
+along the thick axis by each factor (SPEC degradation), restored onto the isotropic grid and
+scored with :func:`~transmrsr.evaluation.compare.compare_volumes` (paper protocol and
+brain-masked PSNR/SSIM) and, where a brain mask is known and ANTsPy is installed, with the Dice
+of Atropos GM/WM/CSF segmentations of restored vs reference (Table 3).
+
+TransMRSR's ablations (SPEC section 7) are methods too: ``transmrsr-noprior`` (decoder not
+initialised from the prior), ``-nosdt``, ``-nomref``, ``-noskip``. Learned methods share one
+prior (``prior``; or one trained here for ``prior_steps``) and are trained once over the factor
+range of the benchmark, so a model serves every factor (SPEC trains one per factor; the budget
+here is for one).
+
+A benchmark is resumable: each method's run lives in ``OUT/runs/NAME`` and a finished one is
+not retrained; a killed one continues from its checkpoint (its wall-time clock restarts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transmrsr.degradation import degrade
+from transmrsr.errors import TransMRSRError
+from transmrsr.evaluation.compare import compare_volumes
+from transmrsr.evaluation.segmentation import (
+    INSTALL_HINT,
+    atropos_available,
+    segment_tissues,
+    tissue_dice,
+)
+from transmrsr.geometry import grid_overlap, resolve_axis
+from transmrsr.inference.restore import LoadedModel, load_model, restore_volume
+from transmrsr.interpolation import upsample
+from transmrsr.io import Volume, load_volume, voxel_sizes
+from transmrsr.training.centroids import add_centroids_to_prior
+from transmrsr.training.config import PRIOR_PRESETS, sr_preset, with_overrides
+from transmrsr.training.data import read_record
+from transmrsr.training.distributed import DistContext
+from transmrsr.training.prior import train_prior
+from transmrsr.training.runs import RunData, prepare_out, write_json
+from transmrsr.training.sr import train_sr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of the comparison: a network (``arch``; ``None`` = cubic interpolation) and the
+    TransMRSR config switches of an ablation."""
+
+    name: str
+    label: str
+    arch: str | None
+    ablation: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def needs_prior(self) -> bool:
+        return self.arch == "transmrsr"
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("cubic", "Cubic", None),
+        Method("edsr", "EDSR", "edsr"),
+        Method("swinir", "SwinIR", "swinir"),
+        Method("restormer", "Restormer", "restormer"),
+        Method("transmrsr", "TransMRSR", "transmrsr"),
+        Method("transmrsr-noprior", "TransMRSR w/o prior", "transmrsr", {"use_prior": False}),
+        Method("transmrsr-nosdt", "TransMRSR w/o SDT", "transmrsr", {"use_sdt": False}),
+        Method("transmrsr-nomref", "TransMRSR w/o MREF", "transmrsr", {"use_mref": False}),
+        Method("transmrsr-noskip", "TransMRSR w/o skip", "transmrsr", {"use_skip": False}),
+    )
+}
+ABLATIONS = tuple(name for name in METHODS if name.startswith("transmrsr-"))
+
+
+def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Method names from ``"cubic,edsr,..."`` (or a list); ``all`` = every method."""
+    names = text.split(",") if isinstance(text, str) else list(text)
+    names = [n.strip().lower() for n in names if n.strip()]
+    if names == ["all"]:
+        return tuple(METHODS)
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise TransMRSRError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(METHODS)} or all"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """Everything that defines a benchmark (saved as ``OUT/settings.json``).
+
+    Attributes:
+        preset: stage-2 (and stage-1) preset for every method (``compact`` on a CPU).
+        factors: thick/thin factors scored; models train on their range.
+        methods: method names (:data:`METHODS`).
+        budget_steps, budget_minutes: the same training budget for every learned method: a
+            number of steps (same batch for all), or minutes of wall time; at least one.
+        prior: prior file (with SDT centroids) for the TransMRSR rows; without one a prior is
+            trained here for ``prior_steps`` steps on the training subjects.
+        thick_axis: anatomical axis made thick (``SI``: axial acquisitions).
+        planes: ``one`` or ``both`` planes through the thick axis at restoration.
+        include_mni: also score the MNI152 template (with its brain mask).
+        skull_stripped: the test volumes are brain-extracted, so their foreground is the brain
+            mask and tissue Dice is computed for them too.
+        samples_per_epoch: planes per epoch (validation cadence), ``None`` = preset's.
+        seed: split, training and degradation randomness.
+    """
+
+    preset: str = "compact"
+    factors: tuple[float, ...] = (4.0, 8.0)
+    methods: tuple[str, ...] = tuple(METHODS)
+    budget_steps: int | None = None
+    budget_minutes: float | None = None
+    prior: str | None = None
+    prior_steps: int = 300
+    thick_axis: str = "SI"
+    planes: str = "one"
+    include_mni: bool = True
+    skull_stripped: bool = False
+    samples_per_epoch: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factors", tuple(sorted(float(f) for f in self.factors)))
+        object.__setattr__(self, "methods", parse_methods(self.methods))
+        if not self.factors or any(not 1.0 < f <= 16.0 for f in self.factors):
+            raise TransMRSRError(f"factors must be in (1, 16], got {self.factors}")
+        learned = any(METHODS[m].arch for m in self.methods)
+        if learned and self.budget_steps is None and self.budget_minutes is None:
+            raise TransMRSRError("give a training budget: --budget-steps N or --budget-minutes M")
+        if (self.budget_steps is not None and self.budget_steps < 1) or (
+            self.budget_minutes is not None and self.budget_minutes <= 0
+        ):
+            raise TransMRSRError("the budget must be positive")
+        if self.planes not in ("one", "both"):
+            raise TransMRSRError(f"planes must be one or both, got {self.planes!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class HeldOutVolume:
+    """A held-out reference volume with its brain mask (``None``: automatic foreground)."""
+
+    name: str
+    volume: Volume
+    mask: Volume | None
+    contrast: str = "T1"
+
+
+def held_out_volumes(data: RunData, settings: BenchmarkSettings) -> list[HeldOutVolume]:
+    """The split's test subjects (with a ``*_brainmask``/``*_mask`` file beside them when there
+    is one) and the MNI152 template."""
+    volumes = []
+    for record in data.test:
+        volume = read_record(record)
+        mask = _mask_beside(Path(record.path)) if record.member is None else None
+        if mask is None and settings.skull_stripped:
+            mask = volume.with_data((volume.data > 0).astype(np.float32))
+        volumes.append(HeldOutVolume(Path(record.name).name, volume, mask, record.contrast))
+    if settings.include_mni:
+        from transmrsr.templates import mni152_brain_mask, mni152_t1
+
+        volumes.append(HeldOutVolume("MNI152", mni152_t1(), mni152_brain_mask()))
+    if not volumes:
+        raise TransMRSRError("no held-out volumes: the split has no test subjects (see --test)")
+    return volumes
+
+
+def _mask_beside(path: Path) -> Volume | None:
+    stem = path.name.split(".")[0]
+    for suffix in ("_brainmask", "_mask"):
+        for ext in (".nii.gz", ".nii", ".mgz"):
+            candidate = path.with_name(stem + suffix + ext)
+            if candidate.is_file():
+                return load_volume(candidate)
+    return None
+
+
+# ------------------------------------------------------------------------------- training
+def _prepare_prior(
+    data: RunData, settings: BenchmarkSettings, out: Path, ctx: DistContext, progress: bool
+) -> Path:
+    if settings.prior is not None:
+        path = Path(settings.prior)
+        if not path.is_file():
+            raise TransMRSRError(f"{path}: no such prior file")
+        return path
+    run = out / "runs" / "prior"
+    final = run / "prior.safetensors"
+    done = run / "centroids.done"
+    if not done.is_file():
+        if not final.is_file():
+            resume_from = prepare_out(run, resume=(run / "last.pt").is_file())
+            config = with_overrides(
+                PRIOR_PRESETS[settings.preset], steps=settings.prior_steps, seed=settings.seed
+            )
+            log.info("training the shared prior for %d steps", settings.prior_steps)
+            train_prior(data, config, run, ctx, resume_from=resume_from, progress=progress)
+        add_centroids_to_prior(final, seed=settings.seed)
+        done.write_text("ok\n")
+    return final
+
+
+def train_method(
+    method: Method,
+    data: RunData,
+    settings: BenchmarkSettings,
+    out: Path,
+    ctx: DistContext,
+    prior: Path | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train (or finish training) one method; returns what it cost."""
+    assert method.arch is not None
+    run = out / "runs" / method.name
+    record = run / "trained.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    config = sr_preset(settings.preset, method.arch)
+    if method.ablation:
+        config = with_overrides(config, model=dataclasses.replace(config.model, **method.ablation))
+    pairs = dataclasses.replace(
+        config.pairs,
+        factor_range=(settings.factors[0], settings.factors[-1]),
+        thick_axis=settings.thick_axis,
+    )
+    config = with_overrides(
+        config,
+        pairs=pairs,
+        val_factors=settings.factors,
+        seed=settings.seed,
+        samples_per_epoch=settings.samples_per_epoch,
+    )
+    if settings.budget_steps is not None:  # enough epochs that the budget, not the cap, ends it
+        per_epoch = max(1, (config.samples_per_epoch or 1) // config.batch_size)
+        epochs = -(-settings.budget_steps // per_epoch)
+        config = with_overrides(config, max_epochs=max(config.max_epochs, epochs))
+    resume = (run / "last.pt").is_file()
+    resume_from = prepare_out(run, resume=resume)
+    log.info("training %s (%s)", method.label, "resumed" if resume else "new run")
+    result = train_sr(
+        data,
+        config,
+        run,
+        ctx,
+        prior_path=prior if method.needs_prior else None,
+        resume_from=resume_from,
+        stop_after=settings.budget_steps,
+        max_seconds=settings.budget_minutes * 60 if settings.budget_minutes else None,
+        progress=progress,
+    )
+    weights = (config.content_weight, config.style_weight)
+    cost = {
+        "loss": "L1"
+        if weights == (0.0, 0.0)
+        else f"L1 + {weights[0]:g} content + {weights[1]:g} style ({config.perceptual})",
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "epochs": result.epochs,
+        "best_val_psnr": result.best_psnr,
+        "stopped_early": result.stopped_early,
+        "model": str(model_path(run)),
+    }
+    write_json(record, cost)
+    return cost
+
+
+def model_path(run: Path) -> Path:
+    """The best-validation model of a run, or its newest when no epoch ended."""
+    best = run / "model_best.safetensors"
+    return best if best.is_file() else run / "model_last.safetensors"
+
+
+# ------------------------------------------------------------------------------- scoring
+def _overlap_data(pred: Volume, ref: Volume) -> tuple[np.ndarray, tuple[slice, ...]]:
+    overlap = grid_overlap(pred.shape, pred.affine, ref.shape, ref.affine)
+    if overlap is None:  # restore_volume and upsample share one grid: this cannot happen
+        raise TransMRSRError("restored volume is not on the reference grid")
+    return pred.data[overlap.a_slices], overlap.b_slices
+
+
+def score_volume(
+    test: HeldOutVolume,
+    factor: float,
+    restorers: dict[str, Callable[[Volume, int, float], Volume]],
+    settings: BenchmarkSettings,
+    segment: bool,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Degrade ``test`` by ``factor``, restore it with every method and score each.
+
+    Returns one row per method and the restored arrays on the reference's overlap region (for
+    figures).
+    """
+    ref = test.volume
+    axis = resolve_axis(settings.thick_axis, ref.affine)
+    lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor)
+    lr = ref.with_data(lr_data, lr_affine)
+    ref_labels = None
+    if segment and test.mask is not None:
+        ref_labels = segment_tissues(
+            ref.data, test.mask.data > 0.5, voxel_sizes(ref.affine), contrast=test.contrast
+        )
+    rows, images = [], {}
+    for name, restore in restorers.items():
+        t0 = time.perf_counter()
+        pred = restore(lr, axis, factor)
+        seconds = time.perf_counter() - t0
+        scores = compare_volumes(pred, ref, mask=test.mask, thick_axis=axis)
+        row: dict[str, Any] = {
+            "volume": test.name,
+            "factor": factor,
+            "method": name,
+            "seconds": seconds,
+            **scores.to_dict(),
+        }
+        data, ref_slices = _overlap_data(pred, ref)
+        full = np.zeros_like(ref.data)
+        full[ref_slices] = data
+        images[name] = full
+        if ref_labels is not None:
+            labels = segment_tissues(
+                full, test.mask.data > 0.5, voxel_sizes(ref.affine), contrast=test.contrast
+            )
+            row.update({f"dice_{k}": v for k, v in tissue_dice(labels, ref_labels).items()})
+        rows.append(row)
+        log.info(
+            "%s x%g %s: paper %.2f dB, masked %.2f dB%s (%.0f s)",
+            test.name,
+            factor,
+            name,
+            row["psnr_paper"],
+            row["psnr_masked"],
+            f", Dice GM {row['dice_gm']:.3f}" if "dice_gm" in row else "",
+            seconds,
+        )
+    return rows, images
+
+
+def _cubic(lr: Volume, axis: int, factor: float) -> Volume:
+    data, affine = upsample(lr.data, lr.affine, axis, factor, "cubic")
+    return lr.with_data(data, affine)
+
+
+def _restorer(model: LoadedModel, planes: str, device: torch.device):
+    def restore(lr: Volume, axis: int, factor: float) -> Volume:
+        result = restore_volume(lr, model, axis=axis, factor=factor, planes=planes, device=device)
+        return result.volume
+
+    return restore
+
+
+def hardware() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+@dataclass
+class BenchmarkResult:
+    settings: BenchmarkSettings
+    rows: list[dict[str, Any]]
+    training: dict[str, dict[str, Any]]
+    dice: str  # "computed", or why not
+    hardware: dict[str, Any]
+    seconds: float
+    figures: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings.to_dict(),
+            "rows": self.rows,
+            "training": self.training,
+            "dice": self.dice,
+            "hardware": self.hardware,
+            "seconds": self.seconds,
+            "figures": self.figures,
+        }
+
+
+def run_benchmark(
+    data: RunData,
+    settings: BenchmarkSettings,
+    out: Path,
+    ctx: DistContext,
+    *,
+    progress: bool = True,
+    figure_hook: Callable[[HeldOutVolume, float, dict[str, np.ndarray]], dict[str, str]]
+    | None = None,
+) -> BenchmarkResult:
+    """Train every learned method, restore every held-out volume, score everything.
+
+    ``figure_hook(test, factor, images)`` is called for the first held-out volume at each
+    factor with the restored arrays (reference grid) and returns figure paths to record.
+    """
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "settings.json", settings.to_dict())
+    data.split.save(out / "split.json")
+    methods = [METHODS[m] for m in settings.methods]
+    prior = None
+    if any(m.needs_prior for m in methods):
+        prior = _prepare_prior(data, settings, out, ctx, progress)
+    training = {}
+    restorers: dict[str, Callable[[Volume, int, float], Volume]] = {}
+    for method in methods:
+        if method.arch is None:
+            restorers[method.name] = _cubic
+            continue
+        cost = train_method(method, data, settings, out, ctx, prior, progress)
+        model = load_model(cost["model"])
+        cost["parameters"] = sum(p.numel() for p in model.network.parameters())
+        training[method.name] = cost
+        restorers[method.name] = _restorer(model, settings.planes, ctx.device)
+    segment = atropos_available()
+    dice = "computed with ANTs Atropos" if segment else INSTALL_HINT
+    if not segment:
+        log.warning("%s; Dice columns are left out", INSTALL_HINT)
+    rows: list[dict[str, Any]] = []
+    figures: dict[str, str] = {}
+    for i, test in enumerate(held_out_volumes(data, settings)):
+        for factor in settings.factors:
+            new_rows, images = score_volume(test, factor, restorers, settings, segment)
+            rows.extend(new_rows)
+            if i == 0 and figure_hook is not None:
+                figures.update(figure_hook(test, factor, images))
+    return BenchmarkResult(
+        settings=settings,
+        rows=rows,
+        training=training,
+        dice=dice,
+        hardware=hardware(),
+        seconds=time.perf_counter() - start,
+        figures=figures,
+    )
