@@ -15,6 +15,7 @@ from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation import benchmark
 from transmrsr.evaluation.benchmark import METHODS, BenchmarkSettings, parse_methods
 from transmrsr.evaluation.segmentation import TISSUES, segment_tissues, tissue_dice
+from transmrsr.io import Volume
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -157,3 +158,18 @@ def test_atropos_segments_three_tissues():
     assert min(scores.values()) > 0.9, scores
     inverted = segment_tissues(image.max() - image, truth > 0, contrast="T2")
     assert tissue_dice(inverted, truth)["wm"] > 0.9
+
+
+def test_held_out_volumes_are_cropped_to_the_head_on_the_same_world_grid():
+    data = np.zeros((50, 60, 40), np.float32)
+    data[10:30, 20:45, 5:35] = phantom((20, 25, 30), seed=3) + 50.0
+    affine = oriented_affine("PSR")
+    volume = Volume(data=data, affine=affine)
+    mask = volume.with_data((data > 0).astype(np.float32))
+    cropped = benchmark.crop_to_head(benchmark.HeldOutVolume("v", volume, mask), margin=2)
+    assert cropped.volume.shape == (24, 29, 34)
+    assert np.array_equal(cropped.volume.data, data[8:32, 18:47, 3:37])
+    assert np.array_equal(cropped.mask.data, mask.data[8:32, 18:47, 3:37])
+    world = affine @ np.array([8, 18, 3, 1.0])
+    assert np.allclose(cropped.volume.affine @ np.array([0, 0, 0, 1.0]), world)
+    assert np.allclose(cropped.volume.affine[:3, :3], affine[:3, :3])

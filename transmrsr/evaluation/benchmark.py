@@ -37,6 +37,7 @@ import torch
 from transmrsr.degradation import degrade
 from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation.compare import compare_volumes
+from transmrsr.evaluation.metrics import auto_brain_mask
 from transmrsr.evaluation.segmentation import (
     INSTALL_HINT,
     atropos_available,
@@ -186,6 +187,32 @@ def held_out_volumes(data: RunData, settings: BenchmarkSettings) -> list[HeldOut
     if not volumes:
         raise TransMRSRError("no held-out volumes: the split has no test subjects (see --test)")
     return volumes
+
+
+def crop_to_head(test: HeldOutVolume, margin: int = 6) -> HeldOutVolume:
+    """The volume (and mask) cropped to the head's bounding box plus ``margin`` voxels.
+
+    Background outside the head carries no score (masked metrics ignore it, the paper
+    protocol pads slices with zeros anyway) but costs restoration time for every method.
+    """
+    head = auto_brain_mask(test.volume.data)
+    if test.mask is not None:
+        head |= test.mask.data > 0.5
+    if not head.any():
+        return test
+    box = tuple(
+        slice(max(0, int(np.min(ix)) - margin), min(n, int(np.max(ix)) + margin + 1))
+        for ix, n in zip(np.nonzero(head), head.shape, strict=True)
+    )
+    affine = test.volume.affine.copy()
+    start = np.array([b.start for b in box], dtype=np.float64)
+    affine[:3, 3] = test.volume.affine[:3, :3] @ start + test.volume.affine[:3, 3]
+
+    def crop(v: Volume) -> Volume:
+        return v.with_data(np.ascontiguousarray(v.data[box]), affine)
+
+    mask = crop(test.mask) if test.mask is not None else None
+    return HeldOutVolume(test.name, crop(test.volume), mask, test.contrast)
 
 
 def _mask_beside(path: Path) -> Volume | None:
@@ -447,7 +474,8 @@ def run_benchmark(
         log.warning("%s; Dice columns are left out", INSTALL_HINT)
     rows: list[dict[str, Any]] = []
     figures: dict[str, str] = {}
-    for i, test in enumerate(held_out_volumes(data, settings)):
+    for i, full in enumerate(held_out_volumes(data, settings)):
+        test = crop_to_head(full)
         for factor in settings.factors:
             new_rows, images = score_volume(test, factor, restorers, settings, segment)
             rows.extend(new_rows)
