@@ -474,3 +474,23 @@ def test_time_limit_ends_the_session_with_a_checkpoint(phantom_data, tmp_path):
     assert result.steps == 1
     assert load_checkpoint(out / "last.pt")["step"] == 1
     assert load_model_file(out / "model_last.safetensors")[2]["steps"] == 1
+
+
+def test_early_stopping_counts_slow_steady_gains_as_progress():
+    from transmrsr.training.sr import new_history, record_epoch, replay_history
+
+    config = _tiny_sr(patience=3, min_delta=0.05)
+    history = new_history()
+    steady = [30.0 + 0.03 * i for i in range(12)]  # 0.03 dB per epoch: 0.06 dB every two
+    assert not any(
+        record_epoch(history, {"epoch": i, "psnr": p}, config) for i, p in enumerate(steady)
+    )
+    assert history["best_epoch"] == 11 and history["stale"] == 1  # 30.33 vs the 30.30 level
+    # Then nothing rises 0.05 dB above 30.30: the third epoch without it stops the run.
+    flat = [steady[-1] + 0.01, steady[-1] - 0.2]
+    stops = [
+        record_epoch(history, {"epoch": 12 + i, "psnr": p}, config) for i, p in enumerate(flat)
+    ]
+    assert stops == [False, True]
+    assert history["best_epoch"] == 12  # the best is still the highest, however small the rise
+    assert replay_history(history["epochs"], config) == history
