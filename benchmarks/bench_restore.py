@@ -2,9 +2,9 @@
 
 An IXI-sized T1 (256 x 256 in-plane, 1 mm; here the held-out real T1 ``otsu_t1`` from
 ``../shared/data/mri`` padded to 256 x 256 and cropped to 150 slices, or the MNI152 template
-when the shared folder is absent; neither was used in training) is degraded x4 along SI to ~38 thick slices and restored to ~150,
-once with one plane orientation and once with both fused. Each run is a separate process, so
-the peak resident memory (ru_maxrss) is that run's own.
+when the shared folder is absent; neither was used in training) is degraded x4 along SI to ~38
+thick slices and restored to ~150, once with one plane orientation and once with both fused.
+Each run is a separate process, so the peak resident memory (ru_maxrss) is that run's own.
 
     python benchmarks/bench_restore.py --model t1
 """
