@@ -173,3 +173,34 @@ def test_held_out_volumes_are_cropped_to_the_head_on_the_same_world_grid():
     world = affine @ np.array([8, 18, 3, 1.0])
     assert np.allclose(cropped.volume.affine @ np.array([0, 0, 0, 1.0]), world)
     assert np.allclose(cropped.volume.affine[:3, :3], affine[:3, :3])
+
+
+def test_summary_counts_each_metric_over_the_volumes_that_have_it():
+    from transmrsr.evaluation.report import results_table, summarise
+
+    rows = [
+        {
+            "factor": 4.0,
+            "method": "cubic",
+            "psnr_paper": 30.0,
+            "ssim_paper": 0.9,
+            "psnr_masked": 25.0,
+            "ssim_masked": 0.8,
+        },
+        {
+            "factor": 4.0,
+            "method": "cubic",
+            "psnr_paper": 32.0,
+            "ssim_paper": 0.92,
+            "psnr_masked": 27.0,
+            "ssim_masked": 0.84,
+            "dice_csf": 0.8,
+            "dice_gm": 0.85,
+            "dice_wm": 0.9,
+        },
+    ]
+    entry = summarise(rows)[(4.0, "cubic")]
+    assert entry["psnr_paper"] == (31.0, 1.0, 2)
+    assert entry["dice_gm"] == (0.85, 0.0, 1)
+    line = results_table(summarise(rows), ["cubic"], 4.0, dice=True)[-1]
+    assert "| 31.00 ± 1.00 |" in line and "| 0.850 |" in line

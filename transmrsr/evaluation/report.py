@@ -38,7 +38,8 @@ METRICS = ("psnr_paper", "ssim_paper", "psnr_masked", "ssim_masked")
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[tuple[float, str], dict[str, Any]]:
-    """Mean and SD over volumes of every metric, per (factor, method)."""
+    """``(mean, SD, number of volumes)`` of every metric per (factor, method); a metric only
+    some volumes have (Dice needs a brain mask) is summarised over those."""
     groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((float(row["factor"]), row["method"]), []).append(row)
@@ -48,7 +49,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[tuple[float, str], dict[st
         for metric in (*METRICS, *(f"dice_{t}" for t in TISSUES)):
             values = [r[metric] for r in group if metric in r and np.isfinite(r[metric])]
             if values:
-                entry[metric] = (float(np.mean(values)), float(np.std(values)))
+                entry[metric] = (float(np.mean(values)), float(np.std(values)), len(values))
         summary[key] = entry
     return summary
 
@@ -56,8 +57,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[tuple[float, str], dict[st
 def _cell(entry: dict[str, Any], metric: str, digits: int) -> str:
     if metric not in entry:
         return "n/a"
-    mean, sd = entry[metric]
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if entry["n"] > 1 else f"{mean:.{digits}f}"
+    mean, sd, n = entry[metric]
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
 def _paper(method: str, factor: float) -> str:
