@@ -106,7 +106,7 @@ def _figure_hook(out: Path):
         thick = resolve_axis("SI", ref.affine)
         name = f"fig_{test.name.split('.')[0]}_x{factor:g}.png"
         path = methods_figure(
-            images,
+            {METHODS[name].label: image for name, image in images.items()},
             ref.data,
             ref.affine,
             thick,
