@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from transmrsr.cli.common import int_at_least, positive_float
-from transmrsr.cli.training import add_run_arguments, contrasts_of, start
+from transmrsr.cli.training import add_run_arguments, prepare_run, start
 from transmrsr.errors import TransMRSRError
 from transmrsr.models.registry import list_architectures
 from transmrsr.training.config import (
@@ -18,8 +18,7 @@ from transmrsr.training.config import (
     sr_preset,
     with_overrides,
 )
-from transmrsr.training.distributed import barrier, teardown
-from transmrsr.training.runs import prepare_out, select_data
+from transmrsr.training.distributed import teardown
 from transmrsr.training.sr import train_sr
 
 log = logging.getLogger(__name__)
@@ -102,19 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise TransMRSRError(f"{args.prior}: no such prior file")
     ctx, out = start(args)
     try:
-        resume_from = prepare_out(out, resume=args.resume) if ctx.is_main else None
-        barrier(ctx)
-        if args.resume:
-            resume_from = out / "last.pt"
-        data = select_data(
-            args.data,
-            contrast=args.contrast,
-            split_file=args.split,
-            val=config.val,
-            test=config.test,
-            seed=config.seed,
-            contrasts=contrasts_of(args),
-        )
+        resume_from, data = prepare_run(args, ctx, out, config)
         result = train_sr(
             data,
             config,

@@ -6,11 +6,10 @@ import argparse
 import logging
 
 from transmrsr.cli.common import int_at_least
-from transmrsr.cli.training import add_run_arguments, contrasts_of, start
+from transmrsr.cli.training import add_run_arguments, prepare_run, start
 from transmrsr.training.config import resolve_config, with_overrides
-from transmrsr.training.distributed import barrier, teardown
+from transmrsr.training.distributed import teardown
 from transmrsr.training.prior import train_prior
-from transmrsr.training.runs import prepare_out, select_data
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,7 @@ def run(args: argparse.Namespace) -> int:
     config = with_overrides(config, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     ctx, out = start(args)
     try:
-        resume_from = prepare_out(out, resume=args.resume) if ctx.is_main else None
-        barrier(ctx)
-        if args.resume:
-            resume_from = out / "last.pt"
-        data = select_data(
-            args.data,
-            contrast=args.contrast,
-            split_file=args.split,
-            val=config.val,
-            test=config.test,
-            seed=config.seed,
-            contrasts=contrasts_of(args),
-        )
+        resume_from, data = prepare_run(args, ctx, out, config)
         result = train_prior(
             data,
             config,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from transmrsr.cli.common import int_at_least
-from transmrsr.training.distributed import DistContext, setup
+from transmrsr.training.distributed import DistContext, barrier, setup
+from transmrsr.training.runs import RunData, prepare_out, select_data
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +69,27 @@ def start(args: argparse.Namespace) -> tuple[DistContext, Path]:
         logging.getLogger("transmrsr").setLevel(logging.WARNING)
     log.info("device %s, %d process(es)", ctx.device, ctx.world_size)
     return ctx, Path(args.out)
+
+
+def prepare_run(
+    args: argparse.Namespace, ctx: DistContext, out: Path, config: Any
+) -> tuple[Path | None, RunData]:
+    """The run folder (rank 0 creates it, or checks there is a run to resume) and the data.
+
+    Returns the checkpoint to resume from (``None`` for a fresh run) and the selected data,
+    split with the config's ``val``/``test``/``seed`` unless ``--split`` is given.
+    """
+    resume_from = prepare_out(out, resume=args.resume) if ctx.is_main else None
+    barrier(ctx)
+    if args.resume:
+        resume_from = out / "last.pt"
+    data = select_data(
+        args.data,
+        contrast=args.contrast,
+        split_file=args.split,
+        val=config.val,
+        test=config.test,
+        seed=config.seed,
+        contrasts=contrasts_of(args),
+    )
+    return resume_from, data

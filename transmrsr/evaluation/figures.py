@@ -17,6 +17,17 @@ from transmrsr.io import atomic_path
 PLANE_NAMES = ("sagittal", "coronal", "axial")
 
 
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+    """Write a matplotlib figure as PNG atomically, and close it (also when writing fails)."""
+    out = Path(path)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return out
+
+
 def to_ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """The array reordered and flipped so that its axes run R, A, S (for display only)."""
     ornt = nib.orientations.io_orientation(affine)
@@ -70,13 +81,7 @@ def comparison_figure(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    out = Path(path)
-    try:
-        with atomic_path(out, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def save_grid_png(
@@ -93,12 +98,7 @@ def save_grid_png(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout(pad=0.1)
-    try:
-        with atomic_path(out, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def methods_figure(
@@ -146,10 +146,4 @@ def methods_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(path)
-    try:
-        with atomic_path(out, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from transmrsr.evaluation.benchmark import ABLATIONS, METHODS, BenchmarkResult
+from transmrsr.evaluation.figures import save_figure
 from transmrsr.evaluation.segmentation import TISSUES
 from transmrsr.io import atomic_path
 
@@ -120,12 +121,7 @@ def factor_curve_figure(summary: dict[tuple[float, str], dict[str, Any]], path: 
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _training_lines(result: BenchmarkResult) -> list[str]:

@@ -29,17 +29,16 @@ from transmrsr.evaluation.figures import save_grid_png
 from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinGenerator
 from transmrsr.training.checkpoint import (
     DISCRIMINATOR_PREFIX,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     save_prior,
     set_rng_state,
 )
-from transmrsr.training.config import PriorTrainConfig, config_from_dict
+from transmrsr.training.config import PriorTrainConfig
 from transmrsr.training.data import SliceDataset, load_normalised
 from transmrsr.training.distributed import DistContext, ShardedBatchSampler, mean_over_ranks
 from transmrsr.training.monitor import RunMonitor
-from transmrsr.training.runs import RunData, save_run_files
+from transmrsr.training.runs import RunData, load_resume_state, save_run_files
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,7 @@ def train_prior(
     start_time = time.perf_counter()
     state = None
     if resume_from is not None:
-        state = load_checkpoint(resume_from, map_location="cpu")
-        saved = config_from_dict(state["config"])
-        if saved != config:
-            log.info("resuming with the run's saved config (command-line config ignored)")
-        config = saved  # type: ignore[assignment]
+        state, config = load_resume_state(resume_from, config)
     device = ctx.device
     torch.manual_seed(config.seed)  # same initial weights on every rank
     generator = StyleSwinGenerator(config.model).to(device)

@@ -25,6 +25,8 @@ from typing import Any
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.io import atomic_path
+from transmrsr.training.checkpoint import load_checkpoint
+from transmrsr.training.config import config_from_dict
 from transmrsr.training.data import Split, VolumeRecord, discover_volumes, split_subjects
 
 log = logging.getLogger(__name__)
@@ -122,3 +124,13 @@ def save_run_files(out: Path, config: Any, data: RunData) -> None:
         out / "data.json",
         {name: [asdict(r) for r in getattr(data, name)] for name in ("train", "val", "test")},
     )
+
+
+def load_resume_state(path: Path, config: Any) -> tuple[dict[str, Any], Any]:
+    """A run's checkpoint and the config it was trained with: a resumed run continues with its
+    saved config, whatever the command line says, so that it ends as it would have."""
+    state = load_checkpoint(path, map_location="cpu")
+    saved = config_from_dict(state["config"])
+    if saved != config:
+        log.info("resuming with the run's saved config (command-line config ignored)")
+    return state, saved

@@ -39,7 +39,6 @@ from transmrsr.models.registry import build_model, config_to_dict
 from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinConfig
 from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR
 from transmrsr.training.checkpoint import (
-    load_checkpoint,
     load_prior,
     rng_state,
     save_checkpoint,
@@ -63,7 +62,7 @@ from transmrsr.training.distributed import (
 )
 from transmrsr.training.losses import build_sr_loss
 from transmrsr.training.monitor import RunMonitor
-from transmrsr.training.runs import RunData, save_run_files
+from transmrsr.training.runs import RunData, load_resume_state, save_run_files
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +265,7 @@ def train_sr(
     start_time = time.perf_counter()
     state = None
     if resume_from is not None:
-        state = load_checkpoint(resume_from, map_location="cpu")
-        saved = config_from_dict(state["config"])
-        if saved != config:
-            log.info("resuming with the run's saved config (command-line config ignored)")
-        config = saved  # type: ignore[assignment]
+        state, config = load_resume_state(resume_from, config)
         prior_path = Path(state["prior"]) if state.get("prior") else None
     if not data.val:
         raise TransMRSRError("stage 2 needs at least one validation subject (see --val)")
