@@ -92,14 +92,20 @@ def test_tiny_benchmark_writes_the_whole_report(phantom_data, tmp_path, monkeypa
     assert "pip install 'transmrsr[seg]'" in report
     for figure in ("psnr_vs_factor.png", *Path(out).glob("fig_*_x4.png")):
         assert (out / Path(figure).name).stat().st_size > 1000
-    # Rerunning reuses the trained models and reproduces every number.
+    # Rerunning reuses the trained models and the cached scores (the restore timings are the
+    # first run's); a deleted score is restored again and reproduces its numbers.
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model_*.safetensors")}
+    assert len(list((out / "scores").glob("*.npy"))) == len(rows)
+    test_name = rows[0]["volume"]
+    (out / "scores" / f"{test_name}_x4_edsr.json").unlink()
     assert _run(phantom_data, out) == 0
     again = json.loads((out / "results.json").read_text())
     after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model_*.safetensors")}
     assert before == after
     for a, b in zip(rows, again["rows"], strict=True):
         assert a["psnr_paper"] == pytest.approx(b["psnr_paper"], abs=1e-9)
+        redone = (a["volume"], a["factor"], a["method"]) == (test_name, 4.0, "edsr")
+        assert (a["seconds"] == b["seconds"]) != redone
 
 
 def test_methods_and_settings_are_checked():

@@ -17,6 +17,8 @@ here is for one).
 
 A benchmark is resumable: each method's run lives in ``OUT/runs/NAME`` and a finished one is
 not retrained; a killed one continues from its checkpoint (its wall-time clock restarts).
+Each restored and scored (volume, factor, method) is kept in ``OUT/scores`` and reused while
+the settings are unchanged, so rerunning after a crash, or to retitle the report, is quick.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from transmrsr.evaluation.segmentation import (
 from transmrsr.geometry import grid_overlap, resolve_axis
 from transmrsr.inference.restore import LoadedModel, load_model, restore_volume
 from transmrsr.interpolation import upsample
-from transmrsr.io import Volume, load_volume, voxel_sizes
+from transmrsr.io import Volume, atomic_path, load_volume, voxel_sizes
 from transmrsr.training.centroids import add_centroids_to_prior
 from transmrsr.training.config import PRIOR_PRESETS, sr_preset, with_overrides
 from transmrsr.training.data import read_record
@@ -334,23 +336,32 @@ def score_volume(
     restorers: dict[str, Callable[[Volume, int, float], Volume]],
     settings: BenchmarkSettings,
     segment: bool,
+    cache: Path | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Degrade ``test`` by ``factor``, restore it with every method and score each.
 
-    Returns one row per method and the restored arrays on the reference's overlap region (for
-    figures).
+    Returns one row per method and the restored arrays on the reference's grid (for figures).
+    With ``cache`` (a folder), each method's row and restored array are kept there and reused
+    by a later call with the same settings, so an interrupted or re-titled benchmark does not
+    restore and segment everything again.
     """
     ref = test.volume
     axis = resolve_axis(settings.thick_axis, ref.affine)
     lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor)
     lr = ref.with_data(lr_data, lr_affine)
     ref_labels = None
-    if segment and test.mask is not None:
-        ref_labels = segment_tissues(
-            ref.data, test.mask.data > 0.5, voxel_sizes(ref.affine), contrast=test.contrast
-        )
     rows, images = [], {}
     for name, restore in restorers.items():
+        key = f"{test.name}_x{factor:g}_{name}"
+        cached = _read_cached_score(cache, key, settings, segment) if cache else None
+        if cached is not None:
+            row, images[name] = cached
+            rows.append(row)
+            continue
+        if segment and test.mask is not None and ref_labels is None:
+            ref_labels = segment_tissues(
+                ref.data, test.mask.data > 0.5, voxel_sizes(ref.affine), contrast=test.contrast
+            )
         t0 = time.perf_counter()
         pred = restore(lr, axis, factor)
         seconds = time.perf_counter() - t0
@@ -372,6 +383,8 @@ def score_volume(
             )
             row.update({f"dice_{k}": v for k, v in tissue_dice(labels, ref_labels).items()})
         rows.append(row)
+        if cache is not None:
+            _write_cached_score(cache, key, settings, segment, row, full)
         log.info(
             "%s x%g %s: paper %.2f dB, masked %.2f dB%s (%.0f s)",
             test.name,
@@ -383,6 +396,44 @@ def score_volume(
             seconds,
         )
     return rows, images
+
+
+def _cache_stamp(settings: BenchmarkSettings, segment: bool) -> dict[str, Any]:
+    """What a cached score depends on beyond its (volume, factor, method) key: adding a method
+    or a factor keeps the other scores."""
+    kept = {k: v for k, v in settings.to_dict().items() if k not in ("methods", "factors")}
+    return {"settings": kept, "segmented": segment}
+
+
+def _read_cached_score(
+    cache: Path, key: str, settings: BenchmarkSettings, segment: bool
+) -> tuple[dict[str, Any], np.ndarray] | None:
+    """A row and restored array saved by an earlier run with the same settings, or None."""
+    row_file, array_file = cache / f"{key}.json", cache / f"{key}.npy"
+    if not (row_file.is_file() and array_file.is_file()):
+        return None
+    try:
+        saved = json.loads(row_file.read_text())
+        if saved.get("stamp") != json.loads(json.dumps(_cache_stamp(settings, segment))):
+            return None
+        return saved["row"], np.load(array_file)
+    except (OSError, ValueError, KeyError):
+        log.warning("%s: unreadable cached score; restoring again", row_file)
+        return None
+
+
+def _write_cached_score(
+    cache: Path,
+    key: str,
+    settings: BenchmarkSettings,
+    segment: bool,
+    row: dict[str, Any],
+    image: np.ndarray,
+) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache / f"{key}.npy", suffix=".npy") as tmp:
+        np.save(tmp, image.astype(np.float32))
+    write_json(cache / f"{key}.json", {"stamp": _cache_stamp(settings, segment), "row": row})
 
 
 def _cubic(lr: Volume, axis: int, factor: float) -> Volume:
@@ -477,7 +528,9 @@ def run_benchmark(
     for i, full in enumerate(held_out_volumes(data, settings)):
         test = crop_to_head(full)
         for factor in settings.factors:
-            new_rows, images = score_volume(test, factor, restorers, settings, segment)
+            new_rows, images = score_volume(
+                test, factor, restorers, settings, segment, cache=out / "scores"
+            )
             rows.extend(new_rows)
             if i == 0 and figure_hook is not None:
                 figures.update(figure_hook(test, factor, images))
