@@ -38,7 +38,7 @@ from transmrsr.training.config import (
     with_overrides,
 )
 from transmrsr.training.data import PairConfig
-from transmrsr.training.distributed import DistContext, ShardedBatchSampler
+from transmrsr.training.distributed import DistContext, ShardedBatchSampler, setup
 from transmrsr.training.prior import train_prior
 from transmrsr.training.runs import prepare_out, select_data
 from transmrsr.training.sr import train_sr
@@ -494,3 +494,25 @@ def test_early_stopping_counts_slow_steady_gains_as_progress():
     assert stops == [False, True]
     assert history["best_epoch"] == 12  # the best is still the highest, however small the rise
     assert replay_history(history["epochs"], config) == history
+
+
+def test_bf16_precision_on_cpu_trains_with_autocast(phantom_data, tmp_path):
+    """``--precision bf16`` runs the forward passes in bf16 on a CPU too: the run trains to
+    finite fp32 weights that differ from an exact fp32 run's; ``auto`` keeps CPUs exact."""
+    assert not CPU.use_bf16 and DistContext(precision="bf16").use_bf16
+    assert DistContext(device=torch.device("cuda"), precision="auto").use_bf16
+    assert not DistContext(device=torch.device("cuda"), precision="fp32").use_bf16
+    with pytest.raises(TransMRSRError, match="precision"):
+        setup("cpu", "fp16")
+    prior = _prior_file(tmp_path)
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        args = ["train", str(phantom_data), "--prior", str(prior), "--config", "tiny"]
+        args += ["--out", str(out), "--contrasts", "T1", "--no-progress", "--device", "cpu"]
+        assert main([*args, "--precision", precision, "--stop-after", "2"]) == 0
+        runs[precision] = _weights(out / "last.pt")
+    for name, fp32 in runs["fp32"].items():
+        bf16 = runs["bf16"][name]
+        assert bf16.dtype == fp32.dtype and torch.isfinite(bf16.float()).all()
+    assert any(not torch.equal(runs["fp32"][k], runs["bf16"][k]) for k in runs["fp32"])

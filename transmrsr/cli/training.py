@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from transmrsr.cli.common import int_at_least
-from transmrsr.training.distributed import DistContext, barrier, setup
+from transmrsr.training.distributed import PRECISIONS, DistContext, barrier, setup
 from transmrsr.training.runs import RunData, prepare_out, select_data
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> N
         help="auto = GPU when present (default)",
     )
     parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="bf16 = bf16 autocast (fast on GPUs and on CPUs with AMX); "
+        "auto = bf16 on a GPU, fp32 on a CPU (default)",
+    )
+    parser.add_argument(
         "--stop-after",
         type=int_at_least(1),
         metavar="STEPS",
@@ -64,10 +71,15 @@ def contrasts_of(args: argparse.Namespace) -> list[str] | None:
 
 def start(args: argparse.Namespace) -> tuple[DistContext, Path]:
     """Join torchrun's process group if any; quieten logging on ranks other than 0."""
-    ctx = setup(args.device)
+    ctx = setup(args.device, args.precision)
     if not ctx.is_main:
         logging.getLogger("transmrsr").setLevel(logging.WARNING)
-    log.info("device %s, %d process(es)", ctx.device, ctx.world_size)
+    log.info(
+        "device %s, %d process(es), %s",
+        ctx.device,
+        ctx.world_size,
+        "bf16 autocast" if ctx.use_bf16 else "fp32",
+    )
     return ctx, Path(args.out)
 
 

@@ -32,6 +32,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "auto"
 
     @property
     def is_main(self) -> bool:
@@ -43,8 +44,15 @@ class DistContext:
 
     @property
     def use_bf16(self) -> bool:
-        """Mixed precision (bf16 autocast) on GPUs; exact fp32 on CPUs."""
-        return self.device.type == "cuda"
+        """bf16 autocast for the forward passes (weights, optimiser and losses stay fp32).
+
+        ``precision="auto"`` uses it on GPUs and keeps CPUs exact fp32; ``"bf16"`` also uses it
+        on a CPU, worth it where the CPU has bf16 matrix units (Intel AMX: about 1.4x faster
+        compact training steps measured), slower elsewhere; ``"fp32"`` never.
+        """
+        if self.precision == "auto":
+            return self.device.type == "cuda"
+        return self.precision == "bf16"
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -60,8 +68,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise TransMRSRError(f"unknown device {name!r}; choose auto, cpu or cuda")
 
 
-def setup(device: str = "auto") -> DistContext:
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def setup(device: str = "auto", precision: str = "auto") -> DistContext:
     """Join the process group when launched by torchrun; otherwise a single-process context."""
+    if precision not in PRECISIONS:
+        raise TransMRSRError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -72,7 +85,9 @@ def setup(device: str = "auto") -> DistContext:
             torch.cuda.set_device(chosen)
         dist.init_process_group(backend=backend)
         log.info("rank %d of %d joined the %s process group", rank, world, backend)
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=chosen)
+    return DistContext(
+        rank=rank, world_size=world, local_rank=local_rank, device=chosen, precision=precision
+    )
 
 
 def teardown(ctx: DistContext) -> None:
