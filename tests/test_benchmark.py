@@ -68,6 +68,7 @@ def test_tiny_benchmark_writes_the_whole_report(phantom_data, tmp_path, monkeypa
     assert _run(phantom_data, out) == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
+    assert results["training"]["edsr"]["model"].startswith("runs/edsr/model_")
     methods = METHOD_LIST.split(",")
     rows = results["rows"]
     assert len(rows) == 2 * len(methods)  # one test subject x two factors x methods

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,23 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n / 1e3:.1f}k"
 
 
+def _relative_paths(payload: Any, out: Path) -> Any:
+    """``payload`` with paths inside ``out`` made relative to it, so the report folder can be
+    moved or committed."""
+    if isinstance(payload, dict):
+        return {k: _relative_paths(v, out) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [_relative_paths(v, out) for v in payload]
+    if isinstance(payload, str) and Path(payload).is_absolute():
+        path, root = Path(payload), out.resolve()
+        return str(path.relative_to(root)) if path.is_relative_to(root) else payload
+    return payload
+
+
+def _minutes(seconds: Iterable[float]) -> str:
+    return f"{sum(seconds) / 60:.0f} min"
+
+
 def _budget(settings: Any) -> str:
     parts = []
     if settings.budget_steps is not None:
@@ -196,7 +213,9 @@ def write_report(
         f"{settings.factors[-1]:g}, budget {budget} each, seed {settings.seed} (losses in "
         "the training table). Model = best validation epoch (newest when none ended).",
         f"- Hardware: {hw.get('gpu') or hw['processor']}, {hw['cpu_threads']} threads, "
-        f"torch {hw['torch']}; whole benchmark {result.seconds / 60:.0f} min.",
+        f"torch {hw['torch']}; training {_minutes(c['seconds'] for c in result.training.values())}"
+        f" and restoration {_minutes(r['seconds'] for r in result.rows)} in all (this run "
+        f"{result.seconds / 60:.0f} min; finished trainings and scores are reused).",
         "",
     ]
     for factor in settings.factors:
@@ -221,7 +240,7 @@ def write_report(
         lines += [f"![{name}]({Path(fig).name})", ""]
     lines += ["Every number: `results.json`.", ""]
     with atomic_path(out / "results.json", suffix=".json") as tmp, open(tmp, "w") as handle:
-        json.dump(result.to_dict(), handle, indent=2, default=float)
+        json.dump(_relative_paths(result.to_dict(), out), handle, indent=2, default=float)
     report = out / "report.md"
     with atomic_path(report, suffix=".md") as tmp:
         Path(tmp).write_text("\n".join(lines))
