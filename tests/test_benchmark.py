@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from transmrsr.evaluation import benchmark
 from transmrsr.evaluation.benchmark import METHODS, BenchmarkSettings, parse_methods
 from transmrsr.evaluation.segmentation import TISSUES, segment_tissues, tissue_dice
 from transmrsr.io import Volume
+from transmrsr.training import config as config_module
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -211,3 +213,15 @@ def test_summary_counts_each_metric_over_the_volumes_that_have_it():
     assert entry["dice_gm"] == (0.85, 0.0, 1)
     line = results_table(summarise(rows), ["cubic"], 4.0, dice=True)[-1]
     assert "| 31.00 ± 1.00 |" in line and "| 0.850 |" in line
+
+
+def test_cached_scores_are_tied_to_the_presets_training_config(monkeypatch):
+    """A score cached under a preset whose training config has since changed (a new package
+    version) is not reused."""
+    settings = BenchmarkSettings(preset="tiny", budget_steps=2)
+    before = benchmark._cache_stamp(settings, segment=False)
+    assert before == benchmark._cache_stamp(settings, segment=False)
+    tiny = config_module.SR_PRESETS["tiny"]
+    changed = dataclasses.replace(tiny, pairs=dataclasses.replace(tiny.pairs, transpose=False))
+    monkeypatch.setitem(config_module.SR_PRESETS, "tiny", changed)
+    assert benchmark._cache_stamp(settings, segment=False) != before

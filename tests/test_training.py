@@ -516,3 +516,35 @@ def test_bf16_precision_on_cpu_trains_with_autocast(phantom_data, tmp_path):
         bf16 = runs["bf16"][name]
         assert bf16.dtype == fp32.dtype and torch.isfinite(bf16.float()).all()
     assert any(not torch.equal(runs["fp32"][k], runs["bf16"][k]) for k in runs["fp32"])
+
+
+def test_init_fine_tunes_from_a_trained_model(phantom_data, tmp_path, capsys):
+    """``--init`` starts a new run from a trained model's weights (fresh optimiser, the new
+    run's own config), needs no prior for an L1-only loss, and refuses another network."""
+    data = [str(phantom_data), "--contrasts", "T1", "--no-progress", "--stop-after"]
+    first = tmp_path / "a"
+    args = ["train", *data, "2", "--config", "tiny", "--prior", str(_prior_file(tmp_path))]
+    assert main([*args, "--out", str(first)]) == 0
+    trained_file = first / "model_last.safetensors"
+    trained = load_model_file(trained_file)[0]
+    config = json.loads((first / "config.json").read_text())
+    config.update(content_weight=0.0, style_weight=0.0, lr=1e-6, batch_size=1)
+    (tmp_path / "l1.json").write_text(json.dumps(config))
+    tune = ["train", *data, "1", "--config", str(tmp_path / "l1.json")]
+    assert main([*tune, "--out", str(tmp_path / "b"), "--init", str(trained_file)]) == 0
+    # One step at lr 1e-6 moves the weights a little away from the trained model's.
+    tuned = _weights(tmp_path / "b" / "last.pt")
+    diffs = [float((tuned[k].float() - trained[k].float()).abs().max()) for k in trained]
+    assert 0 < max(diffs) < 1e-4
+    saved = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert saved["step"] == 1 and saved["config"]["batch_size"] == 1
+    # A model of another architecture is refused in one line.
+    edsr = tmp_path / "edsr"
+    assert (
+        main(["train", *data, "1", "--config", "tiny", "--arch", "edsr", "--out", str(edsr)]) == 0
+    )
+    capsys.readouterr()
+    init = ["--init", str(edsr / "model_last.safetensors")]
+    assert main([*tune, "--out", str(tmp_path / "c"), *init]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "network differs" in err and len(err.splitlines()) == 1

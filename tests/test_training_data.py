@@ -115,3 +115,41 @@ def test_pairs_are_degraded_along_the_rows_and_reproducible():
     rough_rows = torch.diff(hr[0], dim=0).abs().mean() - torch.diff(lr[0], dim=0).abs().mean()
     rough_cols = torch.diff(hr[0], dim=1).abs().mean() - torch.diff(lr[0], dim=1).abs().mean()
     assert rough_rows > 1.5 * abs(rough_cols)
+
+
+def _dihedral(a: torch.Tensor) -> dict[tuple[bool, tuple[int, ...]], torch.Tensor]:
+    """The 8 flips/transposes of a 2-D tensor, keyed by (transposed, flipped dims)."""
+    return {
+        (t, dims): (a.T if t else a).flip(dims)
+        for t in (False, True)
+        for dims in ((), (0,), (1,), (0, 1))
+    }
+
+
+def test_flip_only_augmentation_keeps_the_thick_axis_on_the_rows():
+    """With ``transpose`` off every augmented pair is a flip of the plain pair, so its thick
+    axis stays on the rows (as restoration feeds planes); with it on (the SPEC's default)
+    some pairs are transposed, their thick axis along the columns."""
+    volume = phantom((40, 36, 44)) / 160.0
+    affine = oriented_affine("LIA")
+    plain = PairDataset([volume], [affine], PairConfig(augment=False), seed=3)
+
+    def transposed(**options) -> list[bool]:
+        augmented = PairDataset([volume], [affine], PairConfig(**options), seed=3)
+        found = []
+        for i in range(0, len(plain), 2):
+            lr, hr = plain[i][0][0], plain[i][1][0]
+            lr_aug, hr_aug = augmented[i][0][0], augmented[i][1][0]
+            hr_views = _dihedral(hr)
+            match = [
+                key
+                for key, view in _dihedral(lr).items()
+                if torch.equal(view, lr_aug) and torch.equal(hr_views[key], hr_aug)
+            ]
+            assert match, f"pair {i} is not a flip or transpose of the plain pair"
+            found.append(match[0][0])
+        return found
+
+    flips = transposed(transpose=False)
+    assert len(flips) > 20 and not any(flips)
+    assert 0.2 < np.mean(transposed()) < 0.8

@@ -39,6 +39,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_run_arguments(parser, "compact")
     parser.add_argument("--prior", metavar="PRIOR", help="prior file from train-prior")
     parser.add_argument(
+        "--init",
+        metavar="MODEL",
+        help=(
+            "fine-tune: start from this trained model (shipped name, model file or train "
+            "checkpoint) with the same network config; the prior then only supplies the "
+            "perceptual discriminator"
+        ),
+    )
+    parser.add_argument(
         "--vgg-weights",
         metavar="FILE",
         help="torchvision vgg19 state-dict file (.pth or .safetensors) for the perceptual loss",
@@ -109,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             ctx,
             prior_path=Path(args.prior) if args.prior else None,
             resume_from=resume_from,
+            init=args.init,
             stop_after=args.stop_after,
             max_seconds=args.time_limit * 60 if args.time_limit else None,
             progress=not args.no_progress,

@@ -400,9 +400,11 @@ def score_volume(
 
 def _cache_stamp(settings: BenchmarkSettings, segment: bool) -> dict[str, Any]:
     """What a cached score depends on beyond its (volume, factor, method) key: adding a method
-    or a factor keeps the other scores."""
+    or a factor keeps the other scores. The preset's training config is part of it, so a
+    preset changed by a new version of the package is not mistaken for the one scored."""
     kept = {k: v for k, v in settings.to_dict().items() if k not in ("methods", "factors")}
-    return {"settings": kept, "segmented": segment}
+    training = sr_preset(settings.preset).to_dict()
+    return {"settings": kept, "training": training, "segmented": segment}
 
 
 def _read_cached_score(

@@ -190,7 +190,9 @@ SR_PRESETS: dict[str, SRTrainConfig] = {
     "paper": SRTrainConfig(pairs=PairConfig(factor_range=(4.0, 4.0))),
     "compact": SRTrainConfig(
         model=transmrsr_model.PRESETS["compact"],
-        pairs=PairConfig(factor_range=(2.0, 8.0)),
+        # No transposes: restoration always feeds the thick axis as rows, and the small model
+        # learns that one direction about twice as fast (validation gain per step, measured).
+        pairs=PairConfig(factor_range=(2.0, 8.0), transpose=False),
         batch_size=4,
         lr=2e-4,
         samples_per_epoch=400,

@@ -35,7 +35,7 @@ from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation.compare import default_slice_axis
 from transmrsr.evaluation.metrics import paper_protocol
 from transmrsr.inference.planes import restore_along_planes
-from transmrsr.models.registry import build_model, config_to_dict
+from transmrsr.models.registry import arch_of_config, build_model, config_to_dict
 from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinConfig
 from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR
 from transmrsr.training.checkpoint import (
@@ -180,6 +180,37 @@ def build_network(
     return model, discriminator
 
 
+def init_network(
+    config: SRTrainConfig, init: str | Path, prior_path: Path | None
+) -> tuple[nn.Module, StyleGAN2Discriminator | None]:
+    """The stage-2 network with every weight from a trained model (fine-tuning), and the
+    prior's discriminator when a prior is given (for discriminator-feature perceptual losses).
+
+    ``init`` is anything :func:`~transmrsr.inference.restore.load_model` reads: a shipped model
+    name, a model file or a stage-2 checkpoint. Its network must be the config's: fine-tuning
+    changes the data, the loss and the schedule, not the architecture.
+    """
+    from transmrsr.inference.restore import load_model
+
+    loaded = load_model(init)
+    if arch_of_config(loaded.network.config) != config.arch or (
+        loaded.network.config != config.model
+    ):
+        raise TransMRSRError(
+            f"{init}: its network differs from the run config's {config.arch} model "
+            "(fine-tune with the config it was trained with)"
+        )
+    discriminator = None
+    if prior_path is not None:
+        state, prior_config, _ = load_prior(prior_path)
+        disc_state = split_prior(state)[1]
+        if disc_state is not None:
+            discriminator = StyleGAN2Discriminator(prior_config)
+            discriminator.load_state_dict(disc_state)
+    log.info("stage 2 starts from the weights of %s", loaded.source)
+    return loaded.network, discriminator
+
+
 def _disc_config(state: dict[str, Any]) -> StyleSwinConfig:
     """The perceptual discriminator's sizes saved in a checkpoint (older TransMRSR checkpoints
     did not save them: there they are the model's prior sizes)."""
@@ -252,6 +283,7 @@ def train_sr(
     *,
     prior_path: Path | None,
     resume_from: Path | None = None,
+    init: str | Path | None = None,
     stop_after: int | None = None,
     max_seconds: float | None = None,
     progress: bool = True,
@@ -260,7 +292,9 @@ def train_sr(
 
     ``stop_after`` ends this session after that many steps in total, ``max_seconds`` after
     that much wall time (both with a checkpoint and ``model_last.safetensors``), for
-    time-boxed runs and equal-budget benchmarks; a later ``--resume`` continues.
+    time-boxed runs and equal-budget benchmarks; a later ``--resume`` continues. ``init``
+    starts a new run from a trained model's weights (see :func:`init_network`) instead of the
+    prior; a resumed run ignores it, its weights are in the checkpoint.
     """
     start_time = time.perf_counter()
     state = None
@@ -270,7 +304,10 @@ def train_sr(
     if not data.val:
         raise TransMRSRError("stage 2 needs at least one validation subject (see --val)")
     torch.manual_seed(config.seed)
-    if state is None:
+    if state is None and init is not None:
+        model, discriminator = init_network(config, init, prior_path)
+        model.train()
+    elif state is None:
         model, discriminator = build_network(config, prior_path)
     else:  # every weight (decoder, centroids, perceptual backbone) comes from the checkpoint
         model, discriminator = build_model(config.arch, config.model), None
