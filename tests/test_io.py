@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -175,3 +177,18 @@ def test_real_scans_load_in_their_orientation(name):
     assert "".join(volume.axcodes) == REAL_VOLUMES[name]
     assert volume.data.dtype == np.float32 and volume.data.ndim == 3
     np.testing.assert_allclose(volume.zooms, voxel_sizes(nib.load(volume.path).affine))
+
+
+def test_outputs_get_the_permissions_of_a_new_file(tmp_path):
+    """Atomic writes go through an owner-only temporary file; the output must still get the
+    usual ``0o666 & ~umask`` (readable by the group on a shared server)."""
+    volume = Volume(np.zeros((4, 5, 6), np.float32), np.eye(4))
+    old = os.umask(0o022)
+    try:
+        out = save_volume(volume, tmp_path / "out.nii.gz")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        os.umask(0o077)
+        private = save_volume(volume, tmp_path / "private.nii.gz")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -193,6 +193,13 @@ def check_output_path(
     return out
 
 
+def _new_file_mode() -> int:
+    """``0o666`` less the process umask (read without changing it for long)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator[str]:
     """A temporary file name next to ``target`` that becomes ``target`` only on success.
@@ -200,13 +207,16 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator
     Write to the yielded name; when the block ends normally the file is renamed over
     ``target`` (atomic on one file system), and when it raises the temporary file is removed,
     so a killed or failed run never leaves a half-written output. ``suffix`` keeps the file
-    type recognisable to writers that choose a format by extension.
+    type recognisable to writers that choose a format by extension. The file gets the
+    permissions of a newly created file (``0o666`` less the umask), not the owner-only ones of
+    the temporary file, so that outputs on a shared server are readable as usual.
     """
     out = Path(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{suffix}", dir=out.parent)
     os.close(fd)
     try:
         yield tmp_name
+        os.chmod(tmp_name, _new_file_mode())
         os.replace(tmp_name, out)
     except BaseException:
         with contextlib.suppress(OSError):
