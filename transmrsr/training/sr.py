@@ -35,7 +35,7 @@ from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation.compare import default_slice_axis
 from transmrsr.evaluation.metrics import paper_protocol
 from transmrsr.inference.planes import restore_along_planes
-from transmrsr.models.registry import arch_of_config, build_model, config_to_dict
+from transmrsr.models.registry import build_model, config_to_dict
 from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinConfig
 from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR
 from transmrsr.training.checkpoint import (
@@ -138,16 +138,7 @@ def build_network(
     """The stage-2 network (TransMRSR: initialised from the prior) and the prior's
     discriminator (for discriminator-feature perceptual losses; ``None`` without a prior)."""
     if config.arch != "transmrsr":
-        model = build_model(config.arch, config.model)
-        if prior_path is None:
-            return model, None
-        state, prior_config, _ = load_prior(prior_path)
-        disc_state = split_prior(state)[1]
-        if disc_state is None:
-            return model, None
-        discriminator = StyleGAN2Discriminator(prior_config)
-        discriminator.load_state_dict(disc_state)
-        return model, discriminator
+        return build_model(config.arch, config.model), _prior_discriminator(prior_path)
     model = TransMRSR(config.model)
     discriminator = None
     if prior_path is None:
@@ -193,22 +184,26 @@ def init_network(
     from transmrsr.inference.restore import load_model
 
     loaded = load_model(init)
-    if arch_of_config(loaded.network.config) != config.arch or (
-        loaded.network.config != config.model
-    ):
+    if loaded.network.config != config.model:  # also differs for another architecture
         raise TransMRSRError(
             f"{init}: its network differs from the run config's {config.arch} model "
             "(fine-tune with the config it was trained with)"
         )
-    discriminator = None
-    if prior_path is not None:
-        state, prior_config, _ = load_prior(prior_path)
-        disc_state = split_prior(state)[1]
-        if disc_state is not None:
-            discriminator = StyleGAN2Discriminator(prior_config)
-            discriminator.load_state_dict(disc_state)
     log.info("stage 2 starts from the weights of %s", loaded.source)
-    return loaded.network, discriminator
+    return loaded.network, _prior_discriminator(prior_path)
+
+
+def _prior_discriminator(prior_path: Path | None) -> StyleGAN2Discriminator | None:
+    """The stage-1 discriminator stored in a prior file (``None``: no prior, or none in it)."""
+    if prior_path is None:
+        return None
+    state, prior_config, _ = load_prior(prior_path)
+    disc_state = split_prior(state)[1]
+    if disc_state is None:
+        return None
+    discriminator = StyleGAN2Discriminator(prior_config)
+    discriminator.load_state_dict(disc_state)
+    return discriminator
 
 
 def _disc_config(state: dict[str, Any]) -> StyleSwinConfig:
@@ -306,7 +301,6 @@ def train_sr(
     torch.manual_seed(config.seed)
     if state is None and init is not None:
         model, discriminator = init_network(config, init, prior_path)
-        model.train()
     elif state is None:
         model, discriminator = build_network(config, prior_path)
     else:  # every weight (decoder, centroids, perceptual backbone) comes from the checkpoint
