@@ -3,10 +3,19 @@
 Simulates thick-slice scans (SPEC degradation, along SI) of volumes the shipped models never saw
 -- the MNI152 template from nilearn and, when ``../shared/data/mri`` is present, the real T1
 ``otsu_t1`` -- restores them with the model and scores model and cubic with the paper protocol
-and inside a mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, as no
-brain mask ships with it). Prints a Markdown table and writes every number to ``--json``.
+and inside a mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a brain
+mask when ``--otsu-brain-mask`` gives one, as none ships with the volume). Prints a Markdown table
+and writes every number to ``--json``.
 
     python benchmarks/eval_heldout.py --model t1 --factors 4 8 --json heldout.json
+
+A brain mask for ``otsu_t1`` can be made with BET; without FSL, its Python port does it
+(``pip install brainextractor``)::
+
+    from brainextractor import BrainExtractor
+    bet = BrainExtractor(img=nib.Nifti1Image(data.astype("float32"), affine))
+    bet.run()
+    bet.save_mask("otsu_brainmask.nii.gz")
 """
 
 from __future__ import annotations
@@ -32,11 +41,15 @@ log = logging.getLogger("eval_heldout")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
 
 
-def held_out_volumes() -> dict[str, tuple]:
-    volumes = {"MNI152 (brain mask)": (mni152_t1(), mni152_brain_mask())}
+def held_out_volumes(otsu_brain_mask: Path | None = None) -> dict[str, tuple]:
+    """``name -> (reference, {mask label: mask or None for the automatic head mask})``."""
+    volumes = {"MNI152": (mni152_t1(), {"brain mask": mni152_brain_mask()})}
     otsu = SHARED / "otsu_t1.nii.gz"
     if otsu.is_file():
-        volumes["otsu_t1 real T1 (head mask)"] = (load_volume(otsu), None)
+        masks = {"head mask": None}
+        if otsu_brain_mask is not None:
+            masks["brain mask"] = load_volume(otsu_brain_mask)
+        volumes["otsu_t1 real T1"] = (load_volume(otsu), masks)
     return volumes
 
 
@@ -48,37 +61,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--axis", default="SI")
     parser.add_argument("--json", type=Path, help="write all numbers here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--otsu-brain-mask", type=Path, help="brain mask of otsu_t1 (e.g. from BET), scored too"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     rows = []
-    for name, (ref, mask) in held_out_volumes().items():
+    for name, (ref, masks) in held_out_volumes(args.otsu_brain_mask).items():
         axis = resolve_axis(args.axis, ref.affine)
         for factor in args.factors:
             lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor)
             lr = ref.with_data(lr_data, lr_affine)
             cubic_data, cubic_affine = upsample(lr_data, lr_affine, axis, factor, "cubic")
-            cubic = compare_volumes(
-                lr.with_data(cubic_data, cubic_affine), ref, mask=mask, thick_axis=axis
-            )
+            cubic = lr.with_data(cubic_data, cubic_affine)
             for planes in args.planes:
                 t0 = time.perf_counter()
                 restored = restore_volume(lr, model, axis=axis, factor=factor, planes=planes)
                 seconds = time.perf_counter() - t0
-                ours = compare_volumes(restored.volume, ref, mask=mask, thick_axis=axis)
-                rows.append(
-                    {
-                        "volume": name,
-                        "factor": factor,
-                        "planes": planes,
-                        "seconds": seconds,
-                        "cubic": cubic.to_dict(),
-                        "model": ours.to_dict(),
-                        "gain_masked_db": ours.psnr_masked - cubic.psnr_masked,
-                        "gain_paper_db": ours.psnr_paper - cubic.psnr_paper,
-                    }
-                )
+                for label, mask in masks.items():
+                    base = compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
+                    ours = compare_volumes(restored.volume, ref, mask=mask, thick_axis=axis)
+                    rows.append(
+                        {
+                            "volume": f"{name} ({label})",
+                            "factor": factor,
+                            "planes": planes,
+                            "seconds": seconds,
+                            "cubic": base.to_dict(),
+                            "model": ours.to_dict(),
+                            "gain_masked_db": ours.psnr_masked - base.psnr_masked,
+                            "gain_paper_db": ours.psnr_paper - base.psnr_paper,
+                        }
+                    )
                 log.info("%s x%g %s: done in %.0f s", name, factor, planes, seconds)
     lines = [
         f"model: {model.source}",

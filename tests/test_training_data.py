@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import tarfile
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -13,11 +15,13 @@ import torch
 from conftest import oriented_affine, phantom
 
 from transmrsr.errors import TransMRSRError
+from transmrsr.training.config import SR_PRESETS, config_from_dict, with_overrides
 from transmrsr.training.data import (
     PairConfig,
     PairDataset,
     Split,
     VolumeRecord,
+    add_rician_noise,
     discover_volumes,
     parse_name,
     read_record,
@@ -153,3 +157,54 @@ def test_flip_only_augmentation_keeps_the_thick_axis_on_the_rows():
     flips = transposed(transpose=False)
     assert len(flips) > 20 and not any(flips)
     assert 0.2 < np.mean(transposed()) < 0.8
+
+
+def test_rician_noise_has_the_magnitude_image_statistics():
+    rng = np.random.default_rng(0)
+    sigma = 0.05
+    background = add_rician_noise(np.zeros((200, 200)), sigma, rng)
+    tissue = add_rician_noise(np.full((200, 200), 0.8), sigma, rng)
+    assert background.dtype == np.float32 and background.min() >= 0
+    # Rayleigh in the background: mean sigma * sqrt(pi / 2); near-Gaussian in bright tissue.
+    assert background.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.02)
+    assert tissue.mean() == pytest.approx(0.8, abs=0.002)
+    assert tissue.std() == pytest.approx(sigma, rel=0.03)
+
+
+def test_noise_augmentation_adds_thin_slice_noise_to_the_target_and_averaged_noise_to_the_input():
+    volume = phantom((40, 36, 44)) / 160.0
+    affine = oriented_affine("LIA")
+    clean = PairDataset([volume], [affine], PairConfig((4.0, 4.0), "SI", 32, augment=False))
+    noisy = PairDataset(
+        [volume],
+        [affine],
+        PairConfig((4.0, 4.0), "SI", 32, augment=False, noise_range=(0.04, 0.04)),
+    )
+    off = PairDataset(
+        [volume], [affine], PairConfig((4.0, 4.0), "SI", 32, augment=False, noise_range=(0, 0))
+    )
+    hr_noise, lr_noise = [], []
+    for i in range(0, len(clean), 3):
+        lr, hr, _ = clean[i]
+        assert torch.equal(off[i][0], lr) and torch.equal(off[i][1], hr)
+        lr_n, hr_n, _ = noisy[i]
+        hr_noise.append((hr_n - hr).std().item())
+        lr_noise.append((lr_n - lr).std().item())
+    # Tissue and background noise of the HR plane are about sigma (Rician bias included) ...
+    assert 0.025 < np.median(hr_noise) < 0.06
+    # ... and the thick slices average it down: the input is much less noisy than the target.
+    assert np.median(lr_noise) < 0.7 * np.median(hr_noise)
+    assert noisy[4][1].min() >= 0
+
+
+@pytest.mark.parametrize("noise", [(-0.01, 0.02), (0.03, 0.01), (0.0, 0.9)])
+def test_impossible_noise_ranges_are_refused(noise):
+    with pytest.raises(TransMRSRError, match="noise range"):
+        PairConfig(noise_range=noise)
+
+
+def test_noise_range_survives_a_json_round_trip():
+    tiny = SR_PRESETS["tiny"]
+    config = with_overrides(tiny, pairs=replace(tiny.pairs, noise_range=(0.0, 0.03)))
+    again = config_from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.pairs.noise_range == (0.0, 0.03) and again == config
