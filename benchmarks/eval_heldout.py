@@ -76,12 +76,16 @@ def main(argv: list[str] | None = None) -> int:
             lr = ref.with_data(lr_data, lr_affine)
             cubic_data, cubic_affine = upsample(lr_data, lr_affine, axis, factor, "cubic")
             cubic = lr.with_data(cubic_data, cubic_affine)
+            baselines = {
+                label: compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
+                for label, mask in masks.items()
+            }
             for planes in args.planes:
                 t0 = time.perf_counter()
                 restored = restore_volume(lr, model, axis=axis, factor=factor, planes=planes)
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
-                    base = compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
+                    base = baselines[label]
                     ours = compare_volumes(restored.volume, ref, mask=mask, thick_axis=axis)
                     rows.append(
                         {

@@ -131,9 +131,7 @@ class SRTrainConfig:
         if registry.arch_of_config(self.model) != self.arch:
             raise TransMRSRError(f"the model config is not a {self.arch} config")
         if isinstance(self.pairs, Mapping):
-            raw = dict(self.pairs)
-            raw["factor_range"] = tuple(float(f) for f in raw.get("factor_range", (4.0, 4.0)))
-            object.__setattr__(self, "pairs", PairConfig(**raw))
+            object.__setattr__(self, "pairs", PairConfig(**self.pairs))
         object.__setattr__(self, "val_factors", tuple(float(f) for f in self.val_factors))
         _positive(self, "batch_size", "lr", "lr_halve_every", "max_epochs", "patience")
         _positive(self, "checkpoint_every", "log_every")

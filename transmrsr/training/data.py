@@ -221,6 +221,7 @@ class PairConfig:
     noise_range: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "factor_range", tuple(float(f) for f in self.factor_range))
         object.__setattr__(self, "noise_range", tuple(float(n) for n in self.noise_range))
         lo, hi = self.noise_range
         if not 0.0 <= lo <= hi <= 0.5:
