@@ -4,8 +4,10 @@ Simulates thick-slice scans (SPEC degradation, along SI) of volumes the shipped 
 -- the MNI152 template from nilearn and, when ``../shared/data/mri`` is present, the real T1
 ``otsu_t1`` -- restores them with the model and scores model and cubic with the paper protocol
 and inside a mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a brain
-mask when ``--otsu-brain-mask`` gives one, as none ships with the volume). Prints a Markdown table
-and writes every number to ``--json``.
+mask when ``--otsu-brain-mask`` gives one, as none ships with the volume). A shipped general model
+restores each factor with its specialist for that factor, as ``transmrsr restore`` does
+(``--no-specialists``: the general model alone); the table names the file used. Prints a
+Markdown table and writes every number to ``--json``.
 
     python benchmarks/eval_heldout.py --model t1 --factors 4 8 --json heldout.json
 
@@ -62,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write all numbers here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--no-specialists",
+        action="store_true",
+        help="score a shipped general model alone, not its factor specialists",
+    )
+    parser.add_argument(
         "--otsu-brain-mask", type=Path, help="brain mask of otsu_t1 (e.g. from BET), scored too"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    model = load_model(args.model, specialists=not args.no_specialists)
     rows = []
     for name, (ref, masks) in held_out_volumes(args.otsu_brain_mask).items():
         axis = resolve_axis(args.axis, ref.affine)
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                             "volume": f"{name} ({label})",
                             "factor": factor,
                             "planes": planes,
+                            "model_file": Path(restored.model_source).name,
                             "seconds": seconds,
                             "cubic": base.to_dict(),
                             "model": ours.to_dict(),
@@ -103,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"model: {model.source}",
         "",
-        "| volume | factor | planes | cubic masked PSNR/SSIM | model masked PSNR/SSIM | gain "
-        "masked | cubic paper PSNR/SSIM | model paper PSNR/SSIM | gain paper | time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| volume | factor | planes | model file | cubic masked PSNR/SSIM | model masked PSNR/SSIM "
+        "| gain masked | cubic paper PSNR/SSIM | model paper PSNR/SSIM | gain paper | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, m = r["cubic"], r["model"]
         lines.append(
-            f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | "
+            f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | {r['model_file']} | "
             f"{c['psnr_masked']:.2f} / {c['ssim_masked']:.4f} | "
             f"{m['psnr_masked']:.2f} / {m['ssim_masked']:.4f} | {r['gain_masked_db']:+.2f} dB | "
             f"{c['psnr_paper']:.2f} / {c['ssim_paper']:.4f} | "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -10,9 +12,16 @@ from conftest import oblique_affine, oriented_affine, phantom, shared_file
 from transmrsr.cli.main import main
 from transmrsr.degradation import degrade
 from transmrsr.errors import TransMRSRError
-from transmrsr.inference.restore import load_model, restore_volume, slice_axes_for
+from transmrsr.inference.restore import (
+    SHIPPED_MODELS,
+    SPECIALISTS,
+    load_model,
+    restore_volume,
+    slice_axes_for,
+)
 from transmrsr.interpolation import upsample
 from transmrsr.io import Volume, load_volume
+from transmrsr.training.checkpoint import load_model_file, save_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,6 +69,48 @@ def test_both_planes_average_two_orientations(tiny_model_file):
     assert slice_axes_for("one", 0, (10, 5, 30)) == [2]
     with pytest.raises(TransMRSRError, match="--planes"):
         slice_axes_for("three", 0, (10, 10, 10))
+
+
+def test_a_model_with_specialists_restores_with_the_one_for_the_factor(tiny_model_file, tmp_path):
+    weights, config, _ = load_model_file(tiny_model_file)
+    narrow = {}
+    for name, factors in {"x4": [3.5, 4.5], "x8": [7.0, 8.0]}.items():
+        path = save_model(
+            tmp_path / f"{name}.safetensors", weights, config, info={"factor_range": factors}
+        )
+        narrow[name] = load_model(path)
+    general = load_model(tiny_model_file)
+    general.specialists = (narrow["x4"], narrow["x8"])
+    assert general.for_factor(4.0) is narrow["x4"] and general.for_factor(4.5) is narrow["x4"]
+    assert general.for_factor(8.0) is narrow["x8"]
+    assert general.for_factor(2.0) is general and general.for_factor(6.0) is general
+    lr, _ = _thick("RAS", 2, 4)
+    assert restore_volume(lr, general).model_source == narrow["x4"].source
+    lr, _ = _thick("RAS", 2, 2)
+    assert restore_volume(lr, general).model_source == general.source
+
+
+def test_the_shipped_general_model_carries_its_shipped_specialists():
+    general = load_model("t1")
+    assert [Path(s.source).name for s in general.specialists] == [
+        SHIPPED_MODELS[name] for name in SPECIALISTS["t1"]
+    ]
+    assert load_model("t1", specialists=False).specialists == ()
+    assert load_model("t1_x4").specialists == ()
+    assert Path(general.for_factor(4.0).source).name == SHIPPED_MODELS["t1_x4"]
+    assert Path(general.for_factor(8.0).source).name == SHIPPED_MODELS["t1_x8"]
+    assert general.for_factor(2.5) is general
+
+
+def test_one_plane_prefers_square_voxels_then_more_planes():
+    # Native IXI T1 (PSR, 0.94 mm in-plane, 1.2 mm sagittal slices) restored along SI: the
+    # sagittal planes (slice axis R) are isotropic, the coronal ones (more of them) are not.
+    ixi = ((256, 256, 150), (0.9375, 0.9375, 1.2))
+    assert slice_axes_for("one", 1, ixi[0], ixi[1]) == [2]
+    assert slice_axes_for("auto", 1, ixi[0], ixi[1]) == [2]
+    assert slice_axes_for("one", 1, ixi[0]) == [0]
+    assert slice_axes_for("one", 1, ixi[0], (1.0, 1.0, 1.0)) == [0]
+    assert slice_axes_for("both", 1, ixi[0], ixi[1]) == [0, 2]
 
 
 @pytest.mark.slow
@@ -181,7 +232,7 @@ def _write(tmp_path, data, affine, name="in.nii.gz"):
         ("missing", "no such file"),
         ("nan", "NaN"),
         ("isotropic", "isotropic"),
-        ("unknown_model", "no such model file (shipped models: t1)"),
+        ("unknown_model", "no such model file (shipped models: t1, t1_x4, t1_x8)"),
         ("bad_model", "cannot read the model"),
         ("same_file", "inputs are never overwritten"),
         ("three_paths", "--out-dir"),

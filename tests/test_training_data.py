@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import oriented_affine, phantom
 
+from transmrsr.degradation import simulate_interpolated_lr
 from transmrsr.errors import TransMRSRError
 from transmrsr.training.config import SR_PRESETS, config_from_dict, with_overrides
 from transmrsr.training.data import (
@@ -157,6 +158,29 @@ def test_flip_only_augmentation_keeps_the_thick_axis_on_the_rows():
     flips = transposed(transpose=False)
     assert len(flips) > 20 and not any(flips)
     assert 0.2 < np.mean(transposed()) < 0.8
+
+
+def test_all_thick_axes_adds_the_planes_of_the_other_two_thick_axes_with_rows_thick():
+    volume = phantom((40, 36, 44)) / 160.0
+    affine = oriented_affine("LIA")  # array axes: LR, SI, AP
+    config = PairConfig(factor_range=(4.0, 4.0), patch_size=64, augment=False)
+    every = PairDataset([volume], [affine], replace(config, all_thick_axes=True))
+    single = [
+        PairDataset([volume], [affine], replace(config, thick_axis=a)) for a in ("LR", "SI", "AP")
+    ]
+    assert len(every) == sum(len(d) for d in single)
+    expected = [d.plane(i) for d in single for i in range(len(d))]
+    for i in range(0, len(every), 7):
+        np.testing.assert_array_equal(every.plane(i), expected[i])
+    # Each plane is degraded along its rows, whichever axis they are (the 64-pixel patch
+    # holds the whole padded plane, so the pair is exactly that plane and its degradation).
+    offsets = np.cumsum([0] + [len(d) for d in single[:-1]])
+    for i in offsets + np.array([len(d) // 2 for d in single]):
+        lr, hr, _ = every[int(i)]
+        along_rows = simulate_interpolated_lr(hr[0].numpy(), 0, 4.0, method="cubic")
+        np.testing.assert_allclose(lr[0].numpy(), along_rows, atol=1e-6)
+        along_cols = simulate_interpolated_lr(hr[0].numpy(), 1, 4.0, method="cubic")
+        assert np.abs(lr[0].numpy() - along_cols).max() > 0.05
 
 
 def test_rician_noise_has_the_magnitude_image_statistics():

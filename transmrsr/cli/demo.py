@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     restored["TransMRSR"] = resample_to_grid(
         result.volume.data, result.volume.affine, reference.shape, reference.affine
     )
-    log.info("TransMRSR (%s) restored the volume in %.1f s", model.source, timings["TransMRSR"])
+    log.info(
+        "TransMRSR (%s) restored the volume in %.1f s", result.model_source, timings["TransMRSR"]
+    )
 
     blocks, blocks_affine = upsample(lr.data, lr.affine, axis, factor, "nearest")
     lr_display = resample_to_grid(blocks, blocks_affine, reference.shape, reference.affine)

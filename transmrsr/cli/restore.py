@@ -60,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--planes",
         default="auto",
         choices=PLANE_CHOICES,
-        help="one plane orientation, or both orientations containing the thick axis fused "
-        "(auto: the measured best per second)",
+        help="one plane orientation (the one nearest to square voxels), or both orientations "
+        "containing the thick axis fused (auto: the measured best per second)",
     )
     parser.add_argument("--like", metavar="REFERENCE", help="write onto this volume's grid")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         log.info(
-            "restored %s: axis %d (%s) x%.4g, %s -> %s, %d plane orientation(s), %.1f s -> %s",
+            "restored %s: axis %d (%s) x%.4g, %s -> %s, %d plane orientation(s), model %s, "
+            "%.1f s -> %s",
             source,
             result.thick_axis,
             axis_name(result.thick_axis, volume.affine),
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             volume.shape,
             result.volume.shape,
             len(result.slice_axes),
+            Path(result.model_source).name,
             time.perf_counter() - start,
             out,
         )

@@ -13,6 +13,7 @@ voxel-for-voxel comparable. Models are shipped files (``t1``), model files writt
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -28,14 +29,22 @@ from transmrsr.geometry import detect_thick_axis
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import resample_to_grid, upsample
-from transmrsr.io import Volume
+from transmrsr.io import Volume, voxel_sizes
 from transmrsr.models.registry import build_model, config_from_dict
 from transmrsr.slicing import planes_axes
 
 log = logging.getLogger(__name__)
 
 #: Models shipped inside the package (``transmrsr/weights``), by the name ``--model`` takes.
-SHIPPED_MODELS: dict[str, str] = {"t1": "t1_compact.safetensors"}
+SHIPPED_MODELS: dict[str, str] = {
+    "t1": "t1_compact.safetensors",
+    "t1_x4": "t1_x4_compact.safetensors",
+    "t1_x8": "t1_x8_compact.safetensors",
+}
+#: Shipped models fine-tuned on a narrow factor range from a general one. Restoring with the
+#: general name uses the specialist whose training range holds the scan's factor (a model
+#: that only ever sees one blur width gains more at it than one that spreads over 2-8).
+SPECIALISTS: dict[str, tuple[str, ...]] = {"t1": ("t1_x4", "t1_x8")}
 DEFAULT_MODEL = "t1"
 #: What ``--planes auto`` means; chosen by ``benchmarks/bench_restore.py`` (gain per second).
 AUTO_PLANES = "one"
@@ -49,6 +58,15 @@ class LoadedModel:
     network: nn.Module
     source: str
     info: dict[str, Any]
+    specialists: tuple[LoadedModel, ...] = ()
+
+    def for_factor(self, factor: float) -> LoadedModel:
+        """The specialist trained on a factor range that holds ``factor``, else this model."""
+        for specialist in self.specialists:
+            lo, hi = specialist.info["factor_range"]
+            if lo - 1e-6 <= factor <= hi + 1e-6:
+                return specialist
+        return self
 
 
 def shipped_model_path(name: str) -> Path:
@@ -64,8 +82,14 @@ def shipped_model_path(name: str) -> Path:
     return path
 
 
-def load_model(model: str | os.PathLike[str] = DEFAULT_MODEL) -> LoadedModel:
-    """A shipped model by name, a ``.safetensors`` model file, or a ``.pt`` training checkpoint."""
+def load_model(
+    model: str | os.PathLike[str] = DEFAULT_MODEL, *, specialists: bool = True
+) -> LoadedModel:
+    """A shipped model by name, a ``.safetensors`` model file, or a ``.pt`` training checkpoint.
+
+    A shipped general model comes with its :data:`SPECIALISTS` (unless ``specialists`` is
+    false), which :func:`restore_volume` picks by the scan's factor.
+    """
     from transmrsr.training.checkpoint import load_checkpoint, load_model_file
 
     key = str(model)
@@ -89,11 +113,28 @@ def load_model(model: str | os.PathLike[str] = DEFAULT_MODEL) -> LoadedModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise TransMRSRError(f"{path}: the weights do not fit their config ({exc})") from None
     network.eval()
-    return LoadedModel(network, str(path), dict(info))
+    narrow = (
+        tuple(load_model(name, specialists=False) for name in SPECIALISTS.get(key, ()))
+        if specialists
+        else ()
+    )
+    return LoadedModel(network, str(path), dict(info), narrow)
 
 
-def slice_axes_for(planes: str, thick_axis: int, shape: tuple[int, ...]) -> list[int]:
-    """Plane stacks to run: ``one`` = the orientation with the most planes, ``both`` = both."""
+def slice_axes_for(
+    planes: str,
+    thick_axis: int,
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...] | None = None,
+) -> list[int]:
+    """Plane stacks to run: ``both`` orientations, or ``one``.
+
+    ``one`` is the orientation whose planes are nearest to square voxels on the output grid
+    (the in-plane axis spacing closest to the restored thick axis's), because the network was
+    trained on isotropic planes: on a native IXI T1 (0.94 mm in-plane, 1.2 mm between sagittal
+    slices) thick along SI, that is the sagittal planes. Ties (isotropic grids, or no
+    ``spacing``) go to the orientation with the most planes.
+    """
     if planes not in PLANE_CHOICES:
         raise TransMRSRError(f"--planes must be one of {', '.join(PLANE_CHOICES)}, got {planes!r}")
     if planes == "auto":
@@ -101,7 +142,14 @@ def slice_axes_for(planes: str, thick_axis: int, shape: tuple[int, ...]) -> list
     axes = list(planes_axes(thick_axis))
     if planes == "both":
         return axes
-    return [max(axes, key=lambda a: (shape[a], -a))]
+
+    def anisotropy(slice_axis: int) -> float:
+        if spacing is None:
+            return 0.0
+        in_plane = 3 - thick_axis - slice_axis
+        return round(abs(math.log(spacing[in_plane] / spacing[thick_axis])), 3)
+
+    return [min(axes, key=lambda a: (anisotropy(a), -shape[a], a))]
 
 
 @dataclass
@@ -112,6 +160,7 @@ class Restoration:
     thick_axis: int
     factor: float
     slice_axes: list[int]
+    model_source: str
 
 
 def restore_volume(
@@ -130,12 +179,14 @@ def restore_volume(
 
     The thick axis and factor come from the header unless given (non-integer factors work).
     Intensities are normalised for the network with the input's robust range and mapped back,
-    then clipped to the input's value range.
+    then clipped to the input's value range. A model with specialists runs the one trained for
+    this factor (:meth:`LoadedModel.for_factor`).
     """
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
+    model = model.for_factor(k)
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     scaler = IntensityScaler.fit(volume.data)
-    axes = slice_axes_for(planes, thick, data.shape)
+    axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
     device = torch.device(device)
     model.network.to(device)
     restored = restore_along_planes(
@@ -153,4 +204,6 @@ def restore_volume(
     if like is not None:
         out = resample_to_grid(out, affine, like.shape, like.affine)
         affine = like.affine
-    return Restoration(volume.with_data(out.astype(np.float32), affine), thick, k, axes)
+    return Restoration(
+        volume.with_data(out.astype(np.float32), affine), thick, k, axes, model.source
+    )

@@ -204,6 +204,11 @@ class PairConfig:
     which restoration never does (it always feeds planes with the thick axis as rows), so a
     model for this pipeline learns its one direction faster without them.
 
+    ``all_thick_axes``: pairs are also made with the thick axis along the other two anatomical
+    axes (every plane, with either of its axes as rows), so the same row-wise task is seen on
+    three times the anatomical variety; validation stays along ``thick_axis``. Unlike
+    ``transpose`` (which turns a made pair), the plane is turned before it is degraded.
+
     ``noise_range`` ``(lo, hi)``: Rician noise of a standard deviation drawn in it (in the
     normalised scale, bright tissue = 1) is added to each HR plane before it is degraded, so
     the input carries the thick slices' averaged noise and the target the thin slices' own, as
@@ -218,6 +223,7 @@ class PairConfig:
     interpolation: str = "cubic"
     augment: bool = True
     transpose: bool = True
+    all_thick_axes: bool = False
     noise_range: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
@@ -231,6 +237,7 @@ class PairConfig:
 @dataclass(frozen=True)
 class _Plane:
     volume: int
+    thick_axis: int
     slice_axis: int
     index: int
 
@@ -266,14 +273,19 @@ class PairDataset(Dataset):
         self.volumes: list[np.ndarray] = []
         self.planes: list[_Plane] = []
         for v, (data, affine) in enumerate(zip(volumes, affines, strict=True)):
-            thick = thick_array_axis(affine, config.thick_axis)
-            moved = np.moveaxis(data, thick, 0)  # thick axis first: planes are [thick, other]
-            self.volumes.append(np.ascontiguousarray(moved, dtype=np.float32))
-            above = moved > SIGNAL_LEVEL
-            for slice_axis in (1, 2):
-                signal = above.mean(axis=tuple(a for a in (0, 1, 2) if a != slice_axis))
-                for index in np.flatnonzero(signal >= MIN_SIGNAL_FRACTION):
-                    self.planes.append(_Plane(v, slice_axis, int(index)))
+            volume = np.ascontiguousarray(data, dtype=np.float32)
+            self.volumes.append(volume)
+            above = volume > SIGNAL_LEVEL
+            thick_axes = (
+                (0, 1, 2)
+                if config.all_thick_axes
+                else (thick_array_axis(affine, config.thick_axis),)
+            )
+            for thick in thick_axes:
+                for slice_axis in (a for a in (0, 1, 2) if a != thick):
+                    signal = above.mean(axis=tuple(a for a in (0, 1, 2) if a != slice_axis))
+                    for index in np.flatnonzero(signal >= MIN_SIGNAL_FRACTION):
+                        self.planes.append(_Plane(v, thick, slice_axis, int(index)))
         if not self.planes:
             raise TransMRSRError("every plane of the training volumes is empty")
 
@@ -293,7 +305,9 @@ class PairDataset(Dataset):
 
     def plane(self, i: int) -> np.ndarray:
         p = self.planes[i]
-        return np.take(self.volumes[p.volume], p.index, axis=p.slice_axis)
+        plane = np.take(self.volumes[p.volume], p.index, axis=p.slice_axis)
+        # The plane's axes keep the volume's order; rows must be the thick axis.
+        return plane if p.thick_axis < 3 - p.thick_axis - p.slice_axis else plane.T
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         rng = np.random.default_rng((self.seed, self.epoch, i))

@@ -183,7 +183,7 @@ def init_network(
     """
     from transmrsr.inference.restore import load_model
 
-    loaded = load_model(init)
+    loaded = load_model(init, specialists=False)
     if loaded.network.config != config.model:  # also differs for another architecture
         raise TransMRSRError(
             f"{init}: its network differs from the run config's {config.arch} model "
