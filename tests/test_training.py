@@ -158,7 +158,7 @@ def test_tiny_chain_on_real_volumes_prior_centroids_sr(tmp_path):
 # ----------------------------------------------------------------------------- exact resume
 
 
-def _sr_run(data_dir: Path, prior: Path, out: Path, *, stop_after=None, resume=False):
+def _sr_run(data_dir: Path, prior: Path, out: Path, *, stop_after=None, resume=False, workers=0):
     config = _tiny_sr(samples_per_epoch=12, max_epochs=3, checkpoint_every=1)
     data = select_data(
         [data_dir], contrast=None, split_file=None, val=1, test=1, seed=0, contrasts=["T1"]
@@ -173,7 +173,20 @@ def _sr_run(data_dir: Path, prior: Path, out: Path, *, stop_after=None, resume=F
         resume_from=resume_from,
         stop_after=stop_after,
         progress=False,
+        workers=workers,
     )
+
+
+def test_sample_workers_do_not_change_the_run(phantom_data, tmp_path):
+    # Items are seeded by (seed, epoch, index): made in two worker processes, the batches and
+    # so the weights after four steps (across an epoch boundary) are those of the plain loop.
+    prior = _prior_file(tmp_path)
+    plain = _sr_run(phantom_data, prior, tmp_path / "plain", stop_after=4)
+    pooled = _sr_run(phantom_data, prior, tmp_path / "pooled", stop_after=4, workers=2)
+    assert plain.steps == pooled.steps == 4
+    a, b = _weights(tmp_path / "plain" / "last.pt"), _weights(tmp_path / "pooled" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_sr_resume_matches_an_uninterrupted_run(phantom_data, tmp_path):

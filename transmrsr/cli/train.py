@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
             max_seconds=args.time_limit * 60 if args.time_limit else None,
             progress=not args.no_progress,
+            workers=args.workers,
         )
     finally:
         teardown(ctx)

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             resume_from=resume_from,
             stop_after=args.stop_after,
             progress=not args.no_progress,
+            workers=args.workers,
         )
     finally:
         teardown(ctx)

@@ -63,6 +63,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> N
         help="end this session after STEPS steps in total (checkpointed; --resume continues)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.add_argument(
+        "--workers",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="processes that make training samples beside the training loop (default 0: "
+        "in the loop; on a GPU a few keep it fed). Items are seeded by index, so the "
+        "samples, and the run, do not depend on N",
+    )
 
 
 def contrasts_of(args: argparse.Namespace) -> list[str] | None:

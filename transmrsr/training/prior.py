@@ -91,11 +91,13 @@ def train_prior(
     resume_from: Path | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> PriorResult:
     """Train (or continue) a stage-1 run in ``out``; export ``out/prior.safetensors`` at the end.
 
     ``stop_after`` ends the session after that many steps in total (a checkpoint is written),
-    without exporting the prior unless the configured ``steps`` are reached.
+    without exporting the prior unless the configured ``steps`` are reached. ``workers``
+    processes make the slices (0: in the loop).
     """
     start_time = time.perf_counter()
     state = None
@@ -170,7 +172,7 @@ def train_prior(
         epoch, position = divmod(step, sampler.batches_per_epoch)
         dataset.set_epoch(epoch)
         sampler.set_position(epoch, position)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
         for real in loader:
             if step >= end:
                 break

@@ -282,6 +282,7 @@ def train_sr(
     stop_after: int | None = None,
     max_seconds: float | None = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> SRResult:
     """Train (or continue) a stage-2 run in ``out``.
 
@@ -289,7 +290,8 @@ def train_sr(
     that much wall time (both with a checkpoint and ``model_last.safetensors``), for
     time-boxed runs and equal-budget benchmarks; a later ``--resume`` continues. ``init``
     starts a new run from a trained model's weights (see :func:`init_network`) instead of the
-    prior; a resumed run ignores it, its weights are in the checkpoint.
+    prior; a resumed run ignores it, its weights are in the checkpoint. ``workers`` processes
+    make the pairs (0: in the loop); items are seeded by index, so they do not change the run.
     """
     start_time = time.perf_counter()
     state = None
@@ -400,7 +402,7 @@ def train_sr(
         epoch, position = divmod(step, per_epoch)
         dataset.set_epoch(epoch)
         sampler.set_position(epoch, position)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
         for lr_img, hr_img, _factor in loader:
             if step >= end:
                 break
