@@ -23,6 +23,7 @@ A brain mask for ``otsu_t1`` can be made with BET; without FSL, its Python port 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -60,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="t1", help="shipped name, model file or checkpoint")
     parser.add_argument("--factors", type=float, nargs="+", default=[4.0, 8.0])
     parser.add_argument("--planes", nargs="+", default=["one"], choices=["one", "both"])
+    parser.add_argument(
+        "--consistency",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="restore with and/or without the data-consistency projection",
+    )
     parser.add_argument("--axis", default="SI")
     parser.add_argument("--json", type=Path, help="write all numbers here")
     parser.add_argument("--threads", type=int, default=2)
@@ -87,9 +95,16 @@ def main(argv: list[str] | None = None) -> int:
                 label: compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
                 for label, mask in masks.items()
             }
-            for planes in args.planes:
+            for planes, consistency in itertools.product(args.planes, args.consistency):
                 t0 = time.perf_counter()
-                restored = restore_volume(lr, model, axis=axis, factor=factor, planes=planes)
+                restored = restore_volume(
+                    lr,
+                    model,
+                    axis=axis,
+                    factor=factor,
+                    planes=planes,
+                    consistency=consistency == "on",
+                )
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
                     base = baselines[label]
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                             "volume": f"{name} ({label})",
                             "factor": factor,
                             "planes": planes,
+                            "consistency": consistency,
                             "model_file": Path(restored.model_source).name,
                             "seconds": seconds,
                             "cubic": base.to_dict(),
@@ -107,18 +123,27 @@ def main(argv: list[str] | None = None) -> int:
                             "gain_paper_db": ours.psnr_paper - base.psnr_paper,
                         }
                     )
-                log.info("%s x%g %s: done in %.0f s", name, factor, planes, seconds)
+                log.info(
+                    "%s x%g %s, consistency %s: done in %.0f s",
+                    name,
+                    factor,
+                    planes,
+                    consistency,
+                    seconds,
+                )
     lines = [
         f"model: {model.source}",
         "",
-        "| volume | factor | planes | model file | cubic masked PSNR/SSIM | model masked PSNR/SSIM "
-        "| gain masked | cubic paper PSNR/SSIM | model paper PSNR/SSIM | gain paper | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| volume | factor | planes | consistency | model file | cubic masked PSNR/SSIM "
+        "| model masked PSNR/SSIM | gain masked | cubic paper PSNR/SSIM | model paper PSNR/SSIM "
+        "| gain paper | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, m = r["cubic"], r["model"]
         lines.append(
-            f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | {r['model_file']} | "
+            f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | {r['consistency']} | "
+            f"{r['model_file']} | "
             f"{c['psnr_masked']:.2f} / {c['ssim_masked']:.4f} | "
             f"{m['psnr_masked']:.2f} / {m['ssim_masked']:.4f} | {r['gain_masked_db']:+.2f} dB | "
             f"{c['psnr_paper']:.2f} / {c['ssim_paper']:.4f} | "

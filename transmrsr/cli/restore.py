@@ -63,6 +63,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="one plane orientation (the one nearest to square voxels), or both orientations "
         "containing the thick axis fused (auto: the measured best per second)",
     )
+    parser.add_argument(
+        "--consistency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="project the result so that its simulated thick slices equal the input's (a "
+        "Gaussian slice profile as thick as the spacing; default on). --no-consistency for "
+        "scans whose slices are known to be much thinner or overlapping",
+    )
     parser.add_argument("--like", metavar="REFERENCE", help="write onto this volume's grid")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
@@ -155,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 device=device,
                 progress=not args.no_progress,
+                consistency=args.consistency,
             )
             save_volume(result.volume, out, dtype=args.dtype)
         except TransMRSRError as exc:

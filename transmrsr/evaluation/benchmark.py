@@ -445,7 +445,10 @@ def _cubic(lr: Volume, axis: int, factor: float) -> Volume:
 
 def _restorer(model: LoadedModel, planes: str, device: torch.device):
     def restore(lr: Volume, axis: int, factor: float) -> Volume:
-        result = restore_volume(lr, model, axis=axis, factor=factor, planes=planes, device=device)
+        # The networks alone, as the paper compares them: no data-consistency projection.
+        result = restore_volume(
+            lr, model, axis=axis, factor=factor, planes=planes, device=device, consistency=False
+        )
         return result.volume
 
     return restore

@@ -26,6 +26,7 @@ from torch import nn
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import detect_thick_axis
+from transmrsr.inference.consistency import enforce_consistency
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import resample_to_grid, upsample
@@ -174,13 +175,16 @@ def restore_volume(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    consistency: bool = True,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
     The thick axis and factor come from the header unless given (non-integer factors work).
-    Intensities are normalised for the network with the input's robust range and mapped back,
-    then clipped to the input's value range. A model with specialists runs the one trained for
-    this factor (:meth:`LoadedModel.for_factor`).
+    Intensities are normalised for the network with the input's robust range and mapped back.
+    With ``consistency`` the result is then projected onto the volumes whose simulated thick
+    slices are the input (:func:`~transmrsr.inference.consistency.enforce_consistency`), and
+    finally clipped to the input's value range. A model with specialists runs the one trained
+    for this factor (:meth:`LoadedModel.for_factor`).
     """
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
     model = model.for_factor(k)
@@ -200,6 +204,8 @@ def restore_volume(
         progress=progress,
     )
     out = scaler.inverse(restored)
+    if consistency:
+        out = enforce_consistency(out, volume.data, thick, k)
     np.clip(out, float(volume.data.min()), float(volume.data.max()), out=out)
     if like is not None:
         out = resample_to_grid(out, affine, like.shape, like.affine)
