@@ -4,7 +4,9 @@ Simulates thick-slice scans (SPEC degradation, along SI) of volumes the shipped 
 -- the MNI152 template from nilearn and, when ``../shared/data/mri`` is present, the real T1
 ``otsu_t1`` -- restores them with the model and scores model and cubic with the paper protocol
 and inside a mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a brain
-mask when ``--otsu-brain-mask`` gives one, as none ships with the volume). A shipped general model
+mask when ``--otsu-brain-mask`` gives one, as none ships with the volume), and any volumes given
+with ``--extra`` (automatic head mask). ``--levels`` moves where the input's tissue lands in the
+network's range, to measure how much a model depends on it. A shipped general model
 restores each factor with its specialist for that factor, as ``transmrsr restore`` does
 (``--no-specialists``: the general model alone); the table names the file used. Prints a
 Markdown table and writes every number to ``--json``.
@@ -36,6 +38,7 @@ from transmrsr.degradation import degrade
 from transmrsr.evaluation.compare import compare_volumes
 from transmrsr.geometry import resolve_axis
 from transmrsr.inference.restore import load_model, restore_volume
+from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
 from transmrsr.io import atomic_path, load_volume
 from transmrsr.templates import mni152_brain_mask, mni152_t1
@@ -44,7 +47,9 @@ log = logging.getLogger("eval_heldout")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
 
 
-def held_out_volumes(otsu_brain_mask: Path | None = None) -> dict[str, tuple]:
+def held_out_volumes(
+    otsu_brain_mask: Path | None = None, extra: list[Path] | None = None
+) -> dict[str, tuple]:
     """``name -> (reference, {mask label: mask or None for the automatic head mask})``."""
     volumes = {"MNI152": (mni152_t1(), {"brain mask": mni152_brain_mask()})}
     otsu = SHARED / "otsu_t1.nii.gz"
@@ -53,6 +58,8 @@ def held_out_volumes(otsu_brain_mask: Path | None = None) -> dict[str, tuple]:
         if otsu_brain_mask is not None:
             masks["brain mask"] = load_volume(otsu_brain_mask)
         volumes["otsu_t1 real T1"] = (load_volume(otsu), masks)
+    for path in extra or []:
+        volumes[path.name] = (load_volume(path), {"head mask": None})
     return volumes
 
 
@@ -68,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["on", "off"],
         help="restore with and/or without the data-consistency projection",
     )
+    parser.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="multiply the network's normalised input by each (where tissue lands in its range "
+        "varies between scans): how much the model cares",
+    )
     parser.add_argument("--axis", default="SI")
     parser.add_argument("--json", type=Path, help="write all numbers here")
     parser.add_argument("--threads", type=int, default=2)
@@ -79,12 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--otsu-brain-mask", type=Path, help="brain mask of otsu_t1 (e.g. from BET), scored too"
     )
+    parser.add_argument(
+        "--extra",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="more high-resolution volumes to score (automatic head mask), e.g. other contrasts",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     model = load_model(args.model, specialists=not args.no_specialists)
     rows = []
-    for name, (ref, masks) in held_out_volumes(args.otsu_brain_mask).items():
+    for name, (ref, masks) in held_out_volumes(args.otsu_brain_mask, args.extra).items():
         axis = resolve_axis(args.axis, ref.affine)
         for factor in args.factors:
             lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor)
@@ -95,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 label: compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
                 for label, mask in masks.items()
             }
-            for planes, consistency in itertools.product(args.planes, args.consistency):
+            runs = itertools.product(args.planes, args.consistency, args.levels)
+            for planes, consistency, level in runs:
                 t0 = time.perf_counter()
                 restored = restore_volume(
                     lr,
@@ -104,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     factor=factor,
                     planes=planes,
                     consistency=consistency == "on",
+                    scaler=IntensityScaler.fit(lr.data).with_gain(level),
                 )
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
@@ -115,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                             "factor": factor,
                             "planes": planes,
                             "consistency": consistency,
+                            "level": level,
                             "model_file": Path(restored.model_source).name,
                             "seconds": seconds,
                             "cubic": base.to_dict(),
@@ -124,25 +149,27 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
                 log.info(
-                    "%s x%g %s, consistency %s: done in %.0f s",
+                    "%s x%g %s, consistency %s, level %g: done in %.0f s",
                     name,
                     factor,
                     planes,
                     consistency,
+                    level,
                     seconds,
                 )
     lines = [
         f"model: {model.source}",
         "",
-        "| volume | factor | planes | consistency | model file | cubic masked PSNR/SSIM "
+        "| volume | factor | planes | consistency | level | model file | cubic masked PSNR/SSIM "
         "| model masked PSNR/SSIM | gain masked | cubic paper PSNR/SSIM | model paper PSNR/SSIM "
         "| gain paper | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, m = r["cubic"], r["model"]
         lines.append(
             f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | {r['consistency']} | "
+            f"{r['level']:g} | "
             f"{r['model_file']} | "
             f"{c['psnr_masked']:.2f} / {c['ssim_masked']:.4f} | "
             f"{m['psnr_masked']:.2f} / {m['ssim_masked']:.4f} | {r['gain_masked_db']:+.2f} dB | "

@@ -39,3 +39,19 @@ def test_constant_volume_and_bad_percentiles_are_refused():
         IntensityScaler.fit(phantom(), low_percentile=50, high_percentile=10)
     with pytest.raises(TransMRSRError, match="no contrast"):
         IntensityScaler(low=1.0, high=1.0)
+
+
+@pytest.mark.parametrize("gain", [0.8, 1.0, 1.25])
+def test_with_gain_multiplies_the_normalised_values_and_stays_invertible(gain):
+    volume = phantom((20, 20, 20)) * 300.0 + 10.0
+    scaler = IntensityScaler.fit(volume)
+    moved = scaler.with_gain(gain)
+    np.testing.assert_allclose(moved(volume), gain * scaler(volume), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(moved.inverse(moved(volume)), volume, rtol=1e-5, atol=1e-3)
+    assert moved.low == scaler.low
+
+
+@pytest.mark.parametrize("gain", [0.0, -1.0, float("nan"), float("inf")])
+def test_impossible_gains_are_refused(gain):
+    with pytest.raises(TransMRSRError, match="intensity gain"):
+        IntensityScaler(low=0.0, high=1.0).with_gain(gain)

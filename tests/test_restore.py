@@ -19,6 +19,7 @@ from transmrsr.inference.restore import (
     restore_volume,
     slice_axes_for,
 )
+from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
 from transmrsr.io import Volume, load_volume
 from transmrsr.training.checkpoint import load_model_file, save_model
@@ -69,6 +70,21 @@ def test_both_planes_average_two_orientations(tiny_model_file):
     assert slice_axes_for("one", 0, (10, 5, 30)) == [2]
     with pytest.raises(TransMRSRError, match="--planes"):
         slice_axes_for("three", 0, (10, 10, 10))
+
+
+def test_a_given_scaler_replaces_the_inputs_own_normalisation(tiny_model_file):
+    lr, _ = _thick("LAS", 2, 4)
+    model = load_model(tiny_model_file)
+    default = restore_volume(lr, model, consistency=False)
+    own = restore_volume(lr, model, consistency=False, scaler=IntensityScaler.fit(lr.data))
+    np.testing.assert_array_equal(default.volume.data, own.volume.data)
+    moved = restore_volume(
+        lr, model, consistency=False, scaler=IntensityScaler.fit(lr.data).with_gain(1.5)
+    )
+    # Another normalisation changes what the network sees, not the grid or the units.
+    assert np.abs(moved.volume.data - default.volume.data).max() > 1e-3 * np.ptp(lr.data)
+    np.testing.assert_allclose(moved.volume.affine, default.volume.affine)
+    assert moved.volume.data.max() <= lr.data.max()
 
 
 def test_a_model_with_specialists_restores_with_the_one_for_the_factor(tiny_model_file, tmp_path):

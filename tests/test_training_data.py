@@ -232,3 +232,49 @@ def test_noise_range_survives_a_json_round_trip():
     config = with_overrides(tiny, pairs=replace(tiny.pairs, noise_range=(0.0, 0.03)))
     again = config_from_dict(json.loads(json.dumps(config.to_dict())))
     assert again.pairs.noise_range == (0.0, 0.03) and again == config
+
+
+def test_gain_augmentation_scales_input_and_target_alike_within_its_range():
+    volume = phantom((40, 36, 44)) / 160.0
+    affine = oriented_affine("LIA")
+    base = PairConfig((4.0, 4.0), "SI", 32, augment=False)
+    plain = PairDataset([volume], [affine], base)
+    gained = PairDataset([volume], [affine], replace(base, gain_range=(0.5, 2.0)))
+    gains = []
+    for i in range(0, len(plain), 2):
+        lr, hr, _ = plain[i]
+        lr_g, hr_g, _ = gained[i]
+        if hr.abs().max() < 0.05:
+            continue
+        g = (hr_g.abs().max() / hr.abs().max()).item()
+        # One gain for the whole pair: the degradation is linear, so the input scales with it.
+        torch.testing.assert_close(hr_g, g * hr, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(lr_g, g * lr, rtol=1e-4, atol=1e-4)
+        gains.append(g)
+    assert min(gains) >= 0.5 - 1e-4 and max(gains) <= 2.0 + 1e-4
+    # Log-uniform: about as many gains below 1 as above, and a real spread.
+    assert 0.25 < np.mean(np.array(gains) < 1.0) < 0.75
+    assert max(gains) / min(gains) > 2.0
+
+
+def test_unit_gain_leaves_the_pairs_unchanged():
+    volume = phantom((40, 36, 44)) / 160.0
+    affine = oriented_affine("RAS")
+    base = PairConfig((2.0, 6.0), "SI", 32)
+    a = PairDataset([volume], [affine], base)
+    b = PairDataset([volume], [affine], replace(base, gain_range=(1.0, 1.0)))
+    for i in range(0, len(a), 5):
+        assert all(torch.equal(x, y) for x, y in zip(a[i][:2], b[i][:2], strict=True))
+
+
+@pytest.mark.parametrize("gain", [(0.0, 1.0), (1.5, 1.2), (0.5, 8.0)])
+def test_impossible_gain_ranges_are_refused(gain):
+    with pytest.raises(TransMRSRError, match="gain range"):
+        PairConfig(gain_range=gain)
+
+
+def test_gain_range_survives_a_json_round_trip():
+    tiny = SR_PRESETS["tiny"]
+    config = with_overrides(tiny, pairs=replace(tiny.pairs, gain_range=(0.8, 1.25)))
+    again = config_from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.pairs.gain_range == (0.8, 1.25) and again == config

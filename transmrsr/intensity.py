@@ -68,6 +68,17 @@ class IntensityScaler:
             high = float(foreground.max())
         return cls(low=low, high=high)
 
+    def with_gain(self, gain: float) -> IntensityScaler:
+        """The same map followed by a multiplication by ``gain`` (kept exactly invertible).
+
+        Where a scan's tissue lands in the network's range depends on what sets its robust
+        maximum (skull fat, vessels, the scanner); this lets a benchmark move that level on
+        purpose and measure how much a model cares.
+        """
+        if not (math.isfinite(gain) and gain > 0):
+            raise TransMRSRError(f"intensity gain must be a positive finite number, got {gain}")
+        return IntensityScaler(low=self.low, high=self.low + (self.high - self.low) / gain)
+
     def __call__(self, data: np.ndarray) -> np.ndarray:
         """Map intensities to the network's scale (float32)."""
         scale = np.float32(1.0 / (self.high - self.low))

@@ -176,6 +176,7 @@ def restore_volume(
     device: torch.device | str = "cpu",
     progress: bool = False,
     consistency: bool = True,
+    scaler: IntensityScaler | None = None,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -184,12 +185,14 @@ def restore_volume(
     With ``consistency`` the result is then projected onto the volumes whose simulated thick
     slices are the input (:func:`~transmrsr.inference.consistency.enforce_consistency`), and
     finally clipped to the input's value range. A model with specialists runs the one trained
-    for this factor (:meth:`LoadedModel.for_factor`).
+    for this factor (:meth:`LoadedModel.for_factor`). ``scaler`` replaces the input's own
+    normalisation (:meth:`IntensityScaler.fit` of the input), e.g. one fitted once for a cohort.
     """
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
     model = model.for_factor(k)
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
-    scaler = IntensityScaler.fit(volume.data)
+    if scaler is None:
+        scaler = IntensityScaler.fit(volume.data)
     axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
     device = torch.device(device)
     model.network.to(device)

@@ -215,6 +215,12 @@ class PairConfig:
     in a real acquisition. Processed training volumes (skull-stripped, averaged, zeroed
     background) are far cleaner than a routine scan; without it a model meets real noise, and a
     noisy background, for the first time at restoration. ``(0, 0)``: no noise.
+
+    ``gain_range`` ``(lo, hi)``: each HR plane is multiplied by a gain drawn log-uniformly in it
+    before it is degraded (input and target alike). Restoration normalises a volume by robust
+    percentiles of the whole head, so where its tissue lands in the network's range depends on
+    skull fat, vessels and the scanner; the gain teaches the network that range instead of the
+    few levels its training volumes happen to have. ``(1, 1)``: no gain.
     """
 
     factor_range: tuple[float, float] = (4.0, 4.0)
@@ -225,6 +231,7 @@ class PairConfig:
     transpose: bool = True
     all_thick_axes: bool = False
     noise_range: tuple[float, float] = (0.0, 0.0)
+    gain_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "factor_range", tuple(float(f) for f in self.factor_range))
@@ -232,6 +239,10 @@ class PairConfig:
         lo, hi = self.noise_range
         if not 0.0 <= lo <= hi <= 0.5:
             raise TransMRSRError(f"noise range must satisfy 0 <= lo <= hi <= 0.5, got {lo}-{hi}")
+        object.__setattr__(self, "gain_range", tuple(float(g) for g in self.gain_range))
+        lo, hi = self.gain_range
+        if not 0.25 <= lo <= hi <= 4.0:
+            raise TransMRSRError(f"gain range must satisfy 0.25 <= lo <= hi <= 4, got {lo}-{hi}")
 
 
 @dataclass(frozen=True)
@@ -317,6 +328,11 @@ class PairDataset(Dataset):
         full = np.pad(plane, [(e // 2, e - e // 2) for e in extra])
         lo, hi = self.config.factor_range
         factor = float(lo if hi <= lo else rng.uniform(lo, hi))
+        lo_gain, hi_gain = self.config.gain_range
+        if hi_gain > lo_gain or lo_gain != 1.0:
+            # Its own stream, as the noise's: the rest of the pair is that of the gainless one.
+            gain_rng = np.random.default_rng((self.seed, self.epoch, i, 2))
+            full = full * np.float32(np.exp(gain_rng.uniform(np.log(lo_gain), np.log(hi_gain))))
         if self.config.noise_range[1] > 0:
             # Its own stream: crops and flips stay those of the noiseless pair.
             noise_rng = np.random.default_rng((self.seed, self.epoch, i, 1))
