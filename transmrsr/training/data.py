@@ -234,12 +234,11 @@ class PairConfig:
     gain_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "factor_range", tuple(float(f) for f in self.factor_range))
-        object.__setattr__(self, "noise_range", tuple(float(n) for n in self.noise_range))
+        for name in ("factor_range", "noise_range", "gain_range"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         lo, hi = self.noise_range
         if not 0.0 <= lo <= hi <= 0.5:
             raise TransMRSRError(f"noise range must satisfy 0 <= lo <= hi <= 0.5, got {lo}-{hi}")
-        object.__setattr__(self, "gain_range", tuple(float(g) for g in self.gain_range))
         lo, hi = self.gain_range
         if not 0.25 <= lo <= hi <= 4.0:
             raise TransMRSRError(f"gain range must satisfy 0.25 <= lo <= hi <= 4, got {lo}-{hi}")
@@ -328,11 +327,11 @@ class PairDataset(Dataset):
         full = np.pad(plane, [(e // 2, e - e // 2) for e in extra])
         lo, hi = self.config.factor_range
         factor = float(lo if hi <= lo else rng.uniform(lo, hi))
-        lo_gain, hi_gain = self.config.gain_range
-        if hi_gain > lo_gain or lo_gain != 1.0:
+        if self.config.gain_range != (1.0, 1.0):
             # Its own stream, as the noise's: the rest of the pair is that of the gainless one.
             gain_rng = np.random.default_rng((self.seed, self.epoch, i, 2))
-            full = full * np.float32(np.exp(gain_rng.uniform(np.log(lo_gain), np.log(hi_gain))))
+            log_gain = gain_rng.uniform(*np.log(self.config.gain_range))
+            full = full * np.float32(np.exp(log_gain))
         if self.config.noise_range[1] > 0:
             # Its own stream: crops and flips stay those of the noiseless pair.
             noise_rng = np.random.default_rng((self.seed, self.epoch, i, 1))
