@@ -1,15 +1,16 @@
 """Held-out quality of a restoration model against cubic interpolation.
 
-Simulates thick-slice scans (SPEC degradation, along SI) of volumes the shipped models never saw
--- the MNI152 template from nilearn and, when ``../shared/data/mri`` is present, the real T1
-``otsu_t1`` -- restores them with the model and scores model and cubic with the paper protocol
-and inside a mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a brain
-mask when ``--otsu-brain-mask`` gives one, as none ships with the volume), and any volumes given
-with ``--extra`` (automatic head mask). ``--levels`` moves where the input's tissue lands in the
-network's range, to measure how much a model depends on it. A shipped general model
-restores each factor with its specialist for that factor, as ``transmrsr restore`` does
-(``--no-specialists``: the general model alone); the table names the file used. Prints a
-Markdown table and writes every number to ``--json``.
+Simulates thick-slice scans (SPEC degradation, along SI) of held-out volumes -- the MNI152
+template from nilearn and, when ``../shared/data/mri`` is present, the real T1 ``otsu_t1`` (held
+out for the shipped general model; the shipped specialists train on it, see the model card) --
+restores them with the model and scores model and cubic with the paper protocol and inside a
+mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a brain mask when
+``--otsu-brain-mask`` gives one, as none ships with the volume), and any volumes given with
+``--extra`` (automatic head mask) or ``--extra-brain-mask VOLUME MASK`` (head and brain mask).
+``--levels`` moves where the input's tissue lands in the network's range, to measure how
+much a model depends on it. A shipped general model restores each factor with its specialist for
+that factor, as ``transmrsr restore`` does (``--no-specialists``: the general model alone); the
+table names the file used. Prints a Markdown table and writes every number to ``--json``.
 
     python benchmarks/eval_heldout.py --model t1 --factors 4 8 --json heldout.json
 
@@ -48,7 +49,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
 
 
 def held_out_volumes(
-    otsu_brain_mask: Path | None = None, extra: list[Path] | None = None
+    otsu_brain_mask: Path | None = None,
+    extra: list[Path] | None = None,
+    extra_masked: list[tuple[Path, Path]] | None = None,
 ) -> dict[str, tuple]:
     """``name -> (reference, {mask label: mask or None for the automatic head mask})``."""
     volumes = {"MNI152": (mni152_t1(), {"brain mask": mni152_brain_mask()})}
@@ -60,6 +63,11 @@ def held_out_volumes(
         volumes["otsu_t1 real T1"] = (load_volume(otsu), masks)
     for path in extra or []:
         volumes[path.name] = (load_volume(path), {"head mask": None})
+    for path, mask in extra_masked or []:
+        volumes[path.name] = (
+            load_volume(path),
+            {"head mask": None, "brain mask": load_volume(mask)},
+        )
     return volumes
 
 
@@ -101,12 +109,23 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="more high-resolution volumes to score (automatic head mask), e.g. other contrasts",
     )
+    parser.add_argument(
+        "--extra-brain-mask",
+        type=Path,
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("VOLUME", "MASK"),
+        help="one more volume, scored in its head mask and in this brain mask (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     model = load_model(args.model, specialists=not args.no_specialists)
     rows = []
-    for name, (ref, masks) in held_out_volumes(args.otsu_brain_mask, args.extra).items():
+    for name, (ref, masks) in held_out_volumes(
+        args.otsu_brain_mask, args.extra, args.extra_brain_mask
+    ).items():
         axis = resolve_axis(args.axis, ref.affine)
         for factor in args.factors:
             lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor)
