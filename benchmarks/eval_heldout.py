@@ -21,6 +21,10 @@ A brain mask for ``otsu_t1`` can be made with BET; without FSL, its Python port 
     bet = BrainExtractor(img=nib.Nifti1Image(data.astype("float32"), affine))
     bet.run()
     bet.save_mask("otsu_brainmask.nii.gz")
+
+On a scan that includes the neck (IXI), zero the planes below the skull base in ``data`` first,
+or BET's starting sphere sits too low and the mask takes in the face and neck; check the
+outline on a few planes either way.
 """
 
 from __future__ import annotations
