@@ -334,7 +334,7 @@ def test_two_process_torchrun_agrees_with_one_process(phantom_data, tmp_path):
         *_cli_sr_args(phantom_data, prior, tmp_path / "ddp", config),
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-12000:]
     assert "2 process(es)" in done.stderr
     a, b = _weights(tmp_path / "single" / "last.pt"), _weights(tmp_path / "ddp" / "last.pt")
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 8

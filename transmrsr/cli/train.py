@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prior is not None and not Path(args.prior).is_file():
         raise TransMRSRError(f"{args.prior}: no such prior file")
     ctx, out = start(args)
+    ended = False
     try:
         resume_from, data = prepare_run(args, ctx, out, config)
         result = train_sr(
@@ -124,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             workers=args.workers,
         )
+        ended = True
     finally:
-        teardown(ctx)
+        teardown(ctx, wait=ended)
     if ctx.is_main:
         log.info(
             "%s after %d steps (%d epochs) in %.0f s; best validation PSNR %.2f dB at epoch %d",

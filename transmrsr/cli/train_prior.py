@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, "prior")
     config = with_overrides(config, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     ctx, out = start(args)
+    ended = False
     try:
         resume_from, data = prepare_run(args, ctx, out, config)
         result = train_prior(
@@ -47,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             workers=args.workers,
         )
+        ended = True
     finally:
-        teardown(ctx)
+        teardown(ctx, wait=ended)
     if ctx.is_main:
         if result.prior is not None:
             log.info(

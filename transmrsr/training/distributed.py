@@ -90,8 +90,17 @@ def setup(device: str = "auto", precision: str = "auto") -> DistContext:
     )
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, *, wait: bool) -> None:
+    """Leave the process group.
+
+    After a run that ended normally (``wait=True``) every rank first meets at a barrier, so no
+    process closes its connections while rank 0 still writes the last checkpoint and export:
+    gloo aborts a process whose peer vanishes mid-operation. After an error there is no
+    barrier, since the other ranks may never reach it.
+    """
     if ctx.distributed and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
