@@ -115,6 +115,7 @@ def test_the_shipped_general_model_carries_its_shipped_specialists():
     assert load_model("t1_x4").specialists == ()
     assert Path(general.for_factor(4.0).source).name == SHIPPED_MODELS["t1_x4"]
     assert Path(general.for_factor(8.0).source).name == SHIPPED_MODELS["t1_x8"]
+    assert Path(general.for_factor(5.0).source).name == SHIPPED_MODELS["t1_x6"]
     assert general.for_factor(2.5) is general
 
 
@@ -248,7 +249,7 @@ def _write(tmp_path, data, affine, name="in.nii.gz"):
         ("missing", "no such file"),
         ("nan", "NaN"),
         ("isotropic", "isotropic"),
-        ("unknown_model", "no such model file (shipped models: t1, t1_x4, t1_x8)"),
+        ("unknown_model", "no such model file (shipped models: t1, t1_x4, t1_x6, t1_x8)"),
         ("bad_model", "cannot read the model"),
         ("same_file", "inputs are never overwritten"),
         ("three_paths", "--out-dir"),

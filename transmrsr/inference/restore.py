@@ -40,12 +40,13 @@ log = logging.getLogger(__name__)
 SHIPPED_MODELS: dict[str, str] = {
     "t1": "t1_compact.safetensors",
     "t1_x4": "t1_x4_compact.safetensors",
+    "t1_x6": "t1_x6_compact.safetensors",
     "t1_x8": "t1_x8_compact.safetensors",
 }
 #: Shipped models fine-tuned on a narrow factor range from a general one. Restoring with the
 #: general name uses the specialist whose training range holds the scan's factor (a model
 #: that only ever sees one blur width gains more at it than one that spreads over 2-8).
-SPECIALISTS: dict[str, tuple[str, ...]] = {"t1": ("t1_x4", "t1_x8")}
+SPECIALISTS: dict[str, tuple[str, ...]] = {"t1": ("t1_x4", "t1_x6", "t1_x8")}
 DEFAULT_MODEL = "t1"
 #: What ``--planes auto`` means; chosen by ``benchmarks/bench_restore.py`` (gain per second).
 AUTO_PLANES = "one"
