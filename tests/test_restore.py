@@ -116,6 +116,8 @@ def test_the_shipped_general_model_carries_its_shipped_specialists():
     assert Path(general.for_factor(4.0).source).name == SHIPPED_MODELS["t1_x4"]
     assert Path(general.for_factor(8.0).source).name == SHIPPED_MODELS["t1_x8"]
     assert Path(general.for_factor(5.0).source).name == SHIPPED_MODELS["t1_x6"]
+    assert Path(general.for_factor(4.5).source).name == SHIPPED_MODELS["t1_x4"]
+    assert Path(general.for_factor(7.0).source).name == SHIPPED_MODELS["t1_x8"]
     assert general.for_factor(2.5) is general
 
 
