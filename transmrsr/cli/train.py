@@ -18,7 +18,7 @@ from transmrsr.training.config import (
     sr_preset,
     with_overrides,
 )
-from transmrsr.training.distributed import teardown
+from transmrsr.training.distributed import process_group
 from transmrsr.training.sr import train_sr
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prior is not None and not Path(args.prior).is_file():
         raise TransMRSRError(f"{args.prior}: no such prior file")
     ctx, out = start(args)
-    ended = False
-    try:
+    with process_group(ctx):
         resume_from, data = prepare_run(args, ctx, out, config)
         result = train_sr(
             data,
@@ -125,9 +124,6 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             workers=args.workers,
         )
-        ended = True
-    finally:
-        teardown(ctx, wait=ended)
     if ctx.is_main:
         log.info(
             "%s after %d steps (%d epochs) in %.0f s; best validation PSNR %.2f dB at epoch %d",

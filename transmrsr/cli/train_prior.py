@@ -8,7 +8,7 @@ import logging
 from transmrsr.cli.common import int_at_least
 from transmrsr.cli.training import add_run_arguments, prepare_run, start
 from transmrsr.training.config import resolve_config, with_overrides
-from transmrsr.training.distributed import teardown
+from transmrsr.training.distributed import process_group
 from transmrsr.training.prior import train_prior
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, "prior")
     config = with_overrides(config, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     ctx, out = start(args)
-    ended = False
-    try:
+    with process_group(ctx):
         resume_from, data = prepare_run(args, ctx, out, config)
         result = train_prior(
             data,
@@ -48,9 +47,6 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             workers=args.workers,
         )
-        ended = True
-    finally:
-        teardown(ctx, wait=ended)
     if ctx.is_main:
         if result.prior is not None:
             log.info(

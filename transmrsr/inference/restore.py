@@ -68,14 +68,12 @@ class LoadedModel:
         Where two ranges meet (x6's 4.5-7 and x8's 7-8 both hold 7), the one whose centre is
         nearer wins: it saw more training pairs round that blur width.
         """
-        holding = [
-            s
-            for s in self.specialists
-            if s.info["factor_range"][0] - 1e-6 <= factor <= s.info["factor_range"][1] + 1e-6
-        ]
-        if not holding:
-            return self
-        return min(holding, key=lambda s: abs(sum(s.info["factor_range"]) / 2 - factor))
+        holding = []
+        for specialist in self.specialists:
+            lo, hi = specialist.info["factor_range"]
+            if lo - 1e-6 <= factor <= hi + 1e-6:
+                holding.append((abs((lo + hi) / 2 - factor), specialist))
+        return min(holding, key=lambda pair: pair[0])[1] if holding else self
 
 
 def shipped_model_path(name: str) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +103,17 @@ def teardown(ctx: DistContext, *, wait: bool) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(ctx: DistContext) -> Iterator[None]:
+    """Run a training job in ``ctx``'s process group and leave it after, waiting only on success."""
+    try:
+        yield
+    except BaseException:
+        teardown(ctx, wait=False)
+        raise
+    teardown(ctx, wait=True)
 
 
 def barrier(ctx: DistContext) -> None:
