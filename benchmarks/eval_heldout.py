@@ -8,9 +8,11 @@ mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a br
 ``--otsu-brain-mask`` gives one, as none ships with the volume), and any volumes given with
 ``--extra`` (automatic head mask) or ``--extra-brain-mask VOLUME MASK`` (head and brain mask).
 ``--levels`` moves where the input's tissue lands in the network's range, to measure how
-much a model depends on it. A shipped general model restores each factor with its specialist for
-that factor, as ``transmrsr restore`` does (``--no-specialists``: the general model alone); the
-table names the file used. Prints a Markdown table and writes every number to ``--json``.
+much a model depends on it; ``--adapt`` restores after adapting to each scan, as ``restore
+--adapt`` does; ``--only`` scores a subset of the volumes. A shipped general model restores
+each factor with its specialist for that factor, as ``transmrsr restore`` does
+(``--no-specialists``: the general model alone); the table names the file used. Prints a
+Markdown table and writes every number to ``--json``.
 
     python benchmarks/eval_heldout.py --model t1 --factors 4 8 --json heldout.json
 
@@ -42,6 +44,7 @@ import torch
 from transmrsr.degradation import degrade
 from transmrsr.evaluation.compare import compare_volumes
 from transmrsr.geometry import resolve_axis
+from transmrsr.inference.adapt import PRECISIONS, AdaptConfig
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
@@ -122,14 +125,38 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("VOLUME", "MASK"),
         help="one more volume, scored in its head mask and in this brain mask (repeatable)",
     )
+    parser.add_argument(
+        "--adapt",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="STEPS",
+        help="restore after adapting to each scan for these many steps (0: not adapted), as "
+        "`restore --adapt`",
+    )
+    parser.add_argument(
+        "--adapt-precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="bf16 autocast for --adapt (auto: GPU only)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="score only the volumes whose name contains one of these (e.g. otsu MNI152)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     model = load_model(args.model, specialists=not args.no_specialists)
+    volumes = held_out_volumes(args.otsu_brain_mask, args.extra, args.extra_brain_mask)
+    if args.only:
+        volumes = {k: v for k, v in volumes.items() if any(part in k for part in args.only)}
+        if not volumes:
+            parser.error(f"--only {' '.join(args.only)} matches none of the held-out volumes")
     rows = []
-    for name, (ref, masks) in held_out_volumes(
-        args.otsu_brain_mask, args.extra, args.extra_brain_mask
-    ).items():
+    for name, (ref, masks) in volumes.items():
         axis = resolve_axis(args.axis, ref.affine)
         for factor in args.factors:
             lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor)
@@ -140,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 label: compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
                 for label, mask in masks.items()
             }
-            runs = itertools.product(args.planes, args.consistency, args.levels)
-            for planes, consistency, level in runs:
+            runs = itertools.product(args.planes, args.consistency, args.levels, args.adapt)
+            for planes, consistency, level, steps in runs:
+                adapt = AdaptConfig(steps=steps, precision=args.adapt_precision) if steps else None
                 t0 = time.perf_counter()
                 restored = restore_volume(
                     lr,
@@ -151,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     planes=planes,
                     consistency=consistency == "on",
                     scaler=IntensityScaler.fit(lr.data).with_gain(level),
+                    adapt=adapt,
                 )
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
@@ -163,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                             "planes": planes,
                             "consistency": consistency,
                             "level": level,
+                            "adapt_steps": steps,
                             "model_file": Path(restored.model_source).name,
                             "seconds": seconds,
                             "cubic": base.to_dict(),
@@ -172,27 +202,28 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
                 log.info(
-                    "%s x%g %s, consistency %s, level %g: done in %.0f s",
+                    "%s x%g %s, consistency %s, level %g, adapt %d: done in %.0f s",
                     name,
                     factor,
                     planes,
                     consistency,
                     level,
+                    steps,
                     seconds,
                 )
     lines = [
         f"model: {model.source}",
         "",
-        "| volume | factor | planes | consistency | level | model file | cubic masked PSNR/SSIM "
-        "| model masked PSNR/SSIM | gain masked | cubic paper PSNR/SSIM | model paper PSNR/SSIM "
-        "| gain paper | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| volume | factor | planes | consistency | level | adapt | model file "
+        "| cubic masked PSNR/SSIM | model masked PSNR/SSIM | gain masked | cubic paper PSNR/SSIM "
+        "| model paper PSNR/SSIM | gain paper | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, m = r["cubic"], r["model"]
         lines.append(
             f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | {r['consistency']} | "
-            f"{r['level']:g} | "
+            f"{r['level']:g} | {r['adapt_steps']} | "
             f"{r['model_file']} | "
             f"{c['psnr_masked']:.2f} / {c['ssim_masked']:.4f} | "
             f"{m['psnr_masked']:.2f} / {m['ssim_masked']:.4f} | {r['gain_masked_db']:+.2f} dB | "

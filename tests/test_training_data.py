@@ -27,6 +27,7 @@ from transmrsr.training.data import (
     parse_name,
     read_record,
     split_subjects,
+    warp_plane,
 )
 
 
@@ -230,17 +231,28 @@ def test_noise_augmentation_adds_thin_slice_noise_to_the_target_and_averaged_noi
         ("gain_range", (0.0, 1.0)),
         ("gain_range", (1.5, 1.2)),
         ("gain_range", (0.5, 8.0)),
+        ("zoom_range", (1.0, 1.2)),
+        ("zoom_range", (0.3, 1.0)),
+        ("zoom_range", (0.9, 0.8)),
+        ("rotate_degrees", -5.0),
+        ("rotate_degrees", 200.0),
     ],
 )
-def test_impossible_noise_and_gain_ranges_are_refused(field, value):
+def test_impossible_noise_gain_and_warp_ranges_are_refused(field, value):
     with pytest.raises(TransMRSRError, match=field.replace("_", " ")):
         PairConfig(**{field: value})
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("noise_range", (0.0, 0.03)), ("gain_range", (0.8, 1.25))]
+    ("field", "value"),
+    [
+        ("noise_range", (0.0, 0.03)),
+        ("gain_range", (0.8, 1.25)),
+        ("zoom_range", (0.8, 1.0)),
+        ("rotate_degrees", 15.0),
+    ],
 )
-def test_noise_and_gain_ranges_survive_a_json_round_trip(field, value):
+def test_augmentation_ranges_survive_a_json_round_trip(field, value):
     tiny = SR_PRESETS["tiny"]
     config = with_overrides(tiny, pairs=replace(tiny.pairs, **{field: value}))
     again = config_from_dict(json.loads(json.dumps(config.to_dict())))
@@ -278,3 +290,48 @@ def test_unit_gain_leaves_the_pairs_unchanged():
     b = PairDataset([volume], [affine], replace(base, gain_range=(1.0, 1.0)))
     for i in range(0, len(a), 5):
         assert all(torch.equal(x, y) for x, y in zip(a[i][:2], b[i][:2], strict=True))
+
+
+def test_warp_plane_turns_and_shrinks_about_the_centre():
+    plane = np.zeros((33, 33), np.float32)
+    plane[8:14, 16:25] = 1.0  # an off-centre bar: a turn moves it to another quadrant
+    np.testing.assert_allclose(warp_plane(plane, 0.0, 1.0), plane, atol=1e-6)
+    quarter = [warp_plane(plane, 90.0, 1.0), warp_plane(plane, -90.0, 1.0)]
+    turned = [np.rot90(plane, 1), np.rot90(plane, -1)]
+    # +90 and -90 are the two quarter turns, one each, exactly (the grid maps onto itself).
+    assert any(np.allclose(quarter[0], t, atol=1e-5) for t in turned)
+    assert any(np.allclose(quarter[1], t, atol=1e-5) for t in turned)
+    assert not np.allclose(quarter[0], quarter[1], atol=1e-2)
+    y, x = np.mgrid[:65, :65] - 32.0
+    disc = (np.hypot(y, x) <= 20).astype(np.float32)
+    half = warp_plane(disc, 0.0, 0.5)
+    # Zoom 0.5: the radius halves, so the area falls to a quarter; the centre stays put.
+    assert half.sum() == pytest.approx(disc.sum() / 4, rel=0.05)
+    assert half[32, 32] == pytest.approx(1.0, abs=1e-3) and half[32, 45] < 1e-3
+    # No new values: spline ringing is clipped to the plane's range.
+    assert half.min() >= 0.0 and half.max() <= 1.0
+
+
+def test_warped_pairs_are_degradations_of_a_turned_scaled_target():
+    volume = phantom((40, 36, 44)) / 160.0
+    affine = oriented_affine("LAS")
+    base = PairConfig((4.0, 4.0), "SI", 64, augment=False)
+    plain = PairDataset([volume], [affine], base)
+    warped = PairDataset(
+        [volume], [affine], replace(base, rotate_degrees=30.0, zoom_range=(0.7, 1.0))
+    )
+    off = PairDataset([volume], [affine], replace(base, rotate_degrees=0.0, zoom_range=(1.0, 1.0)))
+    ratios = []
+    for i in range(0, len(plain), 4):
+        lr, hr, _ = plain[i]
+        assert torch.equal(off[i][0], lr) and torch.equal(off[i][1], hr)
+        lr_w, hr_w, _ = warped[i]
+        # The input is the warped target degraded along its rows, as for any pair.
+        expected = simulate_interpolated_lr(hr_w[0].numpy(), 0, 4.0)
+        np.testing.assert_allclose(lr_w[0].numpy(), expected, atol=1e-4)
+        if hr.sum() > 1.0:
+            assert not torch.allclose(hr_w, hr, atol=1e-3)
+            ratios.append((hr_w.sum() / hr.sum()).item())
+    # Turning keeps the signal, zooming by z scales it by z^2: every ratio lies in 0.49-1.
+    assert min(ratios) > 0.45 and max(ratios) < 1.03
+    assert max(ratios) - min(ratios) > 0.1

@@ -26,6 +26,7 @@ from torch import nn
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import detect_thick_axis
+from transmrsr.inference.adapt import AdaptConfig, adapt_network
 from transmrsr.inference.consistency import enforce_consistency
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.intensity import IntensityScaler
@@ -183,6 +184,7 @@ def restore_volume(
     progress: bool = False,
     consistency: bool = True,
     scaler: IntensityScaler | None = None,
+    adapt: AdaptConfig | None = None,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -193,6 +195,8 @@ def restore_volume(
     finally clipped to the input's value range. A model with specialists runs the one trained
     for this factor (:meth:`LoadedModel.for_factor`). ``scaler`` replaces the input's own
     normalisation (:meth:`IntensityScaler.fit` of the input), e.g. one fitted once for a cohort.
+    ``adapt`` first fine-tunes a copy of the network on the scan's own in-plane images
+    (:func:`~transmrsr.inference.adapt.adapt_network`); the loaded model is left unchanged.
     """
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
     model = model.for_factor(k)
@@ -201,9 +205,13 @@ def restore_volume(
         scaler = IntensityScaler.fit(volume.data)
     axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
     device = torch.device(device)
-    model.network.to(device)
+    network = model.network.to(device)
+    if adapt is not None:
+        network = adapt_network(
+            network, scaler(volume.data), thick, k, adapt, device=device, progress=progress
+        )
     restored = restore_along_planes(
-        model.network,
+        network,
         scaler(data),
         thick,
         slice_axes=axes,

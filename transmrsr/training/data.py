@@ -22,6 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from transmrsr.degradation import simulate_interpolated_lr
@@ -221,6 +222,15 @@ class PairConfig:
     percentiles of the whole head, so where its tissue lands in the network's range depends on
     skull fat, vessels and the scanner; the gain teaches the network that range instead of the
     few levels its training volumes happen to have. ``(1, 1)``: no gain.
+
+    ``rotate_degrees`` and ``zoom_range`` ``(lo, hi)``: each HR plane is turned by an angle
+    drawn uniformly in ``[-rotate_degrees, rotate_degrees]`` about its centre and scaled by a
+    factor drawn log-uniformly in the zoom range (below 1 the anatomy shrinks, as on a grid of
+    coarser voxels) before it is degraded. Real scans are not aligned to a template: a clinical
+    slab is tilted against the anatomy by tens of degrees and voxels range from about 0.8 to
+    1.3 mm, while the few training volumes sit near one pose and one voxel size. The warp is a
+    cubic spline; zooms above 1 would blur the target and are refused. ``0`` and ``(1, 1)``:
+    no warp.
     """
 
     factor_range: tuple[float, float] = (4.0, 4.0)
@@ -232,9 +242,11 @@ class PairConfig:
     all_thick_axes: bool = False
     noise_range: tuple[float, float] = (0.0, 0.0)
     gain_range: tuple[float, float] = (1.0, 1.0)
+    rotate_degrees: float = 0.0
+    zoom_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
-        for name in ("factor_range", "noise_range", "gain_range"):
+        for name in ("factor_range", "noise_range", "gain_range", "zoom_range"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         lo, hi = self.noise_range
         if not 0.0 <= lo <= hi <= 0.5:
@@ -242,6 +254,17 @@ class PairConfig:
         lo, hi = self.gain_range
         if not 0.25 <= lo <= hi <= 4.0:
             raise TransMRSRError(f"gain range must satisfy 0.25 <= lo <= hi <= 4, got {lo}-{hi}")
+        lo, hi = self.zoom_range
+        if not 0.5 <= lo <= hi <= 1.0:
+            raise TransMRSRError(f"zoom range must satisfy 0.5 <= lo <= hi <= 1, got {lo}-{hi}")
+        object.__setattr__(self, "rotate_degrees", float(self.rotate_degrees))
+        if not 0.0 <= self.rotate_degrees <= 180.0:
+            raise TransMRSRError(f"rotate degrees must be in [0, 180], got {self.rotate_degrees}")
+
+    @property
+    def warps(self) -> bool:
+        """Whether pairs are turned or scaled before they are degraded."""
+        return self.rotate_degrees > 0 or self.zoom_range != (1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -320,38 +343,75 @@ class PairDataset(Dataset):
         return plane if p.thick_axis < 3 - p.thick_axis - p.slice_axis else plane.T
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        rng = np.random.default_rng((self.seed, self.epoch, i))
-        size = self.config.patch_size
-        plane = self.plane(i)
-        extra = [max(0, size - n) for n in plane.shape]
-        full = np.pad(plane, [(e // 2, e - e // 2) for e in extra])
-        lo, hi = self.config.factor_range
-        factor = float(lo if hi <= lo else rng.uniform(lo, hi))
-        if self.config.gain_range != (1.0, 1.0):
-            # Its own stream, as the noise's: the rest of the pair is that of the gainless one.
-            gain_rng = np.random.default_rng((self.seed, self.epoch, i, 2))
-            log_gain = gain_rng.uniform(*np.log(self.config.gain_range))
-            full = full * np.float32(np.exp(log_gain))
-        if self.config.noise_range[1] > 0:
-            # Its own stream: crops and flips stay those of the noiseless pair.
-            noise_rng = np.random.default_rng((self.seed, self.epoch, i, 1))
-            sigma = float(noise_rng.uniform(*self.config.noise_range))
-            full = add_rician_noise(full, sigma, noise_rng)
-        # Degrade the whole plane, then crop both: no crop border enters the slice profile.
-        full_lr = simulate_interpolated_lr(full, 0, factor, method=self.config.interpolation)
-        r0 = int(rng.integers(0, full.shape[0] - size + 1))
-        c0 = int(rng.integers(0, full.shape[1] - size + 1))
-        hr = full[r0 : r0 + size, c0 : c0 + size]
-        lr = full_lr[r0 : r0 + size, c0 : c0 + size]
-        if self.config.augment:
-            if rng.random() < 0.5:
-                hr, lr = hr[::-1], lr[::-1]
-            if rng.random() < 0.5:
-                hr, lr = hr[:, ::-1], lr[:, ::-1]
-            if rng.random() < 0.5 and self.config.transpose:
-                hr, lr = hr.T, lr.T
-        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]  # noqa: E731
-        return as_tensor(lr), as_tensor(hr), factor
+        return make_pair(self.plane(i), self.config, (self.seed, self.epoch, i))
+
+
+def make_pair(
+    plane: np.ndarray, config: PairConfig, key: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One ``(lr, hr, factor)`` pair from a 2-D HR ``plane`` whose rows are to be made thick.
+
+    The plane is centre-padded to ``config.patch_size``, warped, scaled and noised as the
+    config says, degraded along its rows with a factor drawn in the range, then the same random
+    crop of input and target is taken and flipped. Every random choice comes from generators
+    seeded by ``key``, so a pair is a pure function of (plane, config, key). Tensors are
+    ``[1, patch, patch]``.
+    """
+    rng = np.random.default_rng(key)
+    size = config.patch_size
+    extra = [max(0, size - n) for n in plane.shape]
+    full = np.pad(plane, [(e // 2, e - e // 2) for e in extra])
+    lo, hi = config.factor_range
+    factor = float(lo if hi <= lo else rng.uniform(lo, hi))
+    if config.warps:
+        # Its own stream, as the gain's: the rest of the pair is that of the unwarped one.
+        warp_rng = np.random.default_rng((*key, 3))
+        angle = warp_rng.uniform(-1.0, 1.0) * config.rotate_degrees
+        zoom = float(np.exp(warp_rng.uniform(*np.log(config.zoom_range))))
+        full = warp_plane(full, angle, zoom)
+    if config.gain_range != (1.0, 1.0):
+        # Its own stream, as the noise's: the rest of the pair is that of the gainless one.
+        gain_rng = np.random.default_rng((*key, 2))
+        log_gain = gain_rng.uniform(*np.log(config.gain_range))
+        full = full * np.float32(np.exp(log_gain))
+    if config.noise_range[1] > 0:
+        # Its own stream: crops and flips stay those of the noiseless pair.
+        noise_rng = np.random.default_rng((*key, 1))
+        sigma = float(noise_rng.uniform(*config.noise_range))
+        full = add_rician_noise(full, sigma, noise_rng)
+    # Degrade the whole plane, then crop both: no crop border enters the slice profile.
+    full_lr = simulate_interpolated_lr(full, 0, factor, method=config.interpolation)
+    r0 = int(rng.integers(0, full.shape[0] - size + 1))
+    c0 = int(rng.integers(0, full.shape[1] - size + 1))
+    hr = full[r0 : r0 + size, c0 : c0 + size]
+    lr = full_lr[r0 : r0 + size, c0 : c0 + size]
+    if config.augment:
+        if rng.random() < 0.5:
+            hr, lr = hr[::-1], lr[::-1]
+        if rng.random() < 0.5:
+            hr, lr = hr[:, ::-1], lr[:, ::-1]
+        if rng.random() < 0.5 and config.transpose:
+            hr, lr = hr.T, lr.T
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]  # noqa: E731
+    return as_tensor(lr), as_tensor(hr), factor
+
+
+def warp_plane(plane: np.ndarray, degrees: float, zoom: float) -> np.ndarray:
+    """``plane`` turned by ``degrees`` and scaled by ``zoom`` about its centre, same shape.
+
+    Cubic spline, zero outside; the spline's small overshoot is clipped to the plane's own
+    range (and zero), so the warp makes no values the plane did not have.
+    """
+    theta = np.deg2rad(degrees)
+    # affine_transform maps output coordinates to input ones: the inverse of the warp.
+    inverse = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]]) / zoom
+    centre = (np.asarray(plane.shape, np.float64) - 1.0) / 2.0
+    offset = centre - inverse @ centre
+    warped = ndimage.affine_transform(
+        np.asarray(plane, np.float64), inverse, offset=offset, order=3, mode="constant", cval=0.0
+    )
+    low = min(float(plane.min()), 0.0)
+    return np.clip(warped, low, max(float(plane.max()), 0.0)).astype(np.float32)
 
 
 def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

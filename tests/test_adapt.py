@@ -1,0 +1,116 @@
+"""Adaptation to the scan (``restore --adapt``): its pairs, that it learns, that it is contained."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import oriented_affine, phantom
+
+from transmrsr.cli.main import main
+from transmrsr.degradation import degrade
+from transmrsr.errors import TransMRSRError
+from transmrsr.inference.adapt import (
+    FACTOR_SPREAD,
+    AdaptConfig,
+    adapt_network,
+    in_plane_images,
+)
+from transmrsr.inference.restore import load_model, restore_volume
+from transmrsr.intensity import IntensityScaler
+from transmrsr.io import Volume, load_volume
+from transmrsr.training.data import PairConfig, make_pair
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _scan(factor: int = 4):
+    hr = phantom((40, 44, 48))
+    data, affine = degrade(hr, oriented_affine("LAS"), 2, factor)  # LAS: axis 2 is SI
+    return Volume(data=data, affine=affine)
+
+
+def test_in_plane_images_are_the_planes_across_the_thick_axis_both_ways():
+    volume = np.zeros((6, 7, 5), np.float32)
+    volume[1:5, 1:6, 1:4] = 1.0  # planes 0 and 4 along axis 2 are empty
+    images = in_plane_images(volume, 2)
+    assert len(images) == 2 * 3
+    assert images[0].shape == (6, 7) and images[1].shape == (7, 6)
+    np.testing.assert_array_equal(images[1], images[0].T)
+    np.testing.assert_array_equal(images[2], volume[:, :, 2])
+    assert len(in_plane_images(volume, 0)) == 2 * 4
+    with pytest.raises(TransMRSRError, match="3-D"):
+        in_plane_images(volume[0], 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("steps", 0, "at least 1 step"),
+        ("lr", 0.0, "learning rate"),
+        ("lr", 2.0, "learning rate"),
+        ("batch_size", 0, "batch size"),
+        ("precision", "fp16", "precision"),
+    ],
+)
+def test_impossible_adaptation_settings_are_refused(field, value, message):
+    with pytest.raises(TransMRSRError, match=message):
+        AdaptConfig(**{field: value})
+
+
+def test_adaptation_lowers_the_loss_on_the_scans_own_pairs_and_leaves_the_model_alone(
+    tiny_model_file,
+):
+    model = load_model(tiny_model_file)
+    scan = _scan()
+    normalised = IntensityScaler.fit(scan.data)(scan.data)
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    config = AdaptConfig(steps=40, lr=1e-3, seed=3)
+    adapted = adapt_network(model.network, normalised, 2, 4.0, config)
+    # Pairs the adaptation never drew (other keys), made the way it makes them.
+    images = in_plane_images(normalised, 2)
+    size = model.network.config.img_size
+    pairs = PairConfig((4.0 - FACTOR_SPREAD, 4.0 + FACTOR_SPREAD), patch_size=size)
+    held = [make_pair(images[i % len(images)], pairs, (99, i)) for i in range(8)]
+    x = torch.stack([p[0] for p in held])
+    y = torch.stack([p[1] for p in held])
+    with torch.no_grad():
+        loss_before = torch.nn.functional.l1_loss(model.network(x), y).item()
+        loss_after = torch.nn.functional.l1_loss(adapted(x), y).item()
+    assert loss_after < 0.8 * loss_before
+    assert not adapted.training and adapted is not model.network
+    for name, value in model.network.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    # The same seed gives the same network.
+    again = adapt_network(model.network, normalised, 2, 4.0, config)
+    for name, value in adapted.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+
+
+def test_restore_with_adaptation_keeps_the_grid_and_changes_the_voxels(tiny_model_file):
+    model = load_model(tiny_model_file)
+    scan = _scan()
+    plain = restore_volume(scan, model)
+    adapted = restore_volume(scan, model, adapt=AdaptConfig(steps=3, lr=1e-3))
+    assert adapted.volume.shape == plain.volume.shape
+    np.testing.assert_array_equal(adapted.volume.affine, plain.volume.affine)
+    assert not np.allclose(adapted.volume.data, plain.volume.data)
+    # With consistency on, both reproduce the thick slices, so they differ only in detail.
+    scale = float(np.abs(plain.volume.data).max())
+    assert np.abs(adapted.volume.data - plain.volume.data).mean() < 0.1 * scale
+
+
+def test_restore_cli_adapts_and_refuses_negative_steps(tiny_model_file, tmp_path, capsys):
+    scan = _scan()
+    source = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(scan.data, scan.affine), source)
+    out = tmp_path / "out.nii.gz"
+    model = str(tiny_model_file)
+    assert main(["restore", str(source), str(out), "--model", model, "--adapt", "2"]) == 0
+    assert load_volume(out).shape == (40, 44, 48)
+    capsys.readouterr()
+    bad = tmp_path / "bad.nii.gz"
+    code = main(["restore", str(source), str(bad), "--model", model, "--adapt", "-1"])
+    assert code == 2 and not bad.exists()
+    assert "--adapt" in capsys.readouterr().err
