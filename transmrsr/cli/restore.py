@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="STEPS",
         help="first fine-tune the model for STEPS steps on the scan's own in-plane images "
         "blurred like its slices (self-supervised, SMORE-style; 100 measured best; a few "
-        "minutes on a CPU, seconds on a GPU; default 0: off)",
+        "minutes on a CPU, far less on a GPU; default 0: off)",
     )
     parser.add_argument(
         "--adapt-precision",
