@@ -44,12 +44,13 @@ import torch
 from transmrsr.degradation import degrade
 from transmrsr.evaluation.compare import compare_volumes
 from transmrsr.geometry import resolve_axis
-from transmrsr.inference.adapt import PRECISIONS, AdaptConfig
+from transmrsr.inference.adapt import AdaptConfig
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
 from transmrsr.io import atomic_path, load_volume
 from transmrsr.templates import mni152_brain_mask, mni152_t1
+from transmrsr.training.distributed import PRECISIONS
 
 log = logging.getLogger("eval_heldout")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"

@@ -10,7 +10,7 @@ from pathlib import Path
 from transmrsr.cli.common import add_axis_argument, add_dtype_argument, factor_type, int_at_least
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import axis_name
-from transmrsr.inference.adapt import PRECISIONS, AdaptConfig
+from transmrsr.inference.adapt import AdaptConfig
 from transmrsr.inference.restore import (
     DEFAULT_MODEL,
     PLANE_CHOICES,
@@ -19,7 +19,7 @@ from transmrsr.inference.restore import (
     restore_volume,
 )
 from transmrsr.io import READABLE_SUFFIXES, check_output_path, load_volume, save_volume
-from transmrsr.training.distributed import resolve_device
+from transmrsr.training.distributed import PRECISIONS, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.training.data import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL, PairConfig, make_pair
+from transmrsr.training.distributed import PRECISIONS, uses_bf16
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 FACTOR_SPREAD = 0.5
 #: ... and a log-uniform gain in this range, as the shipped models were trained.
 GAIN_RANGE = (0.75, 1.33)
-PRECISIONS = ("auto", "fp32", "bf16")
 #: Crop size for networks without a working size of their own (the CNN baselines).
 DEFAULT_PATCH = 128
 
@@ -67,10 +67,6 @@ class AdaptConfig:
                 f"adaptation precision must be one of {', '.join(PRECISIONS)}, "
                 f"got {self.precision!r}"
             )
-
-    def bf16_on(self, device: torch.device) -> bool:
-        """Whether to train in bf16 autocast on ``device``."""
-        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
 
 
 def in_plane_images(normalised: np.ndarray, thick_axis: int) -> list[np.ndarray]:
@@ -126,7 +122,9 @@ def adapt_network(
     device = torch.device(device)
     adapted = copy.deepcopy(network).to(device).train()
     optimizer = torch.optim.Adam(adapted.parameters(), lr=config.lr)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_on(device))
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device)
+    )
     pick = np.random.default_rng(config.seed)
     log.info(
         "adapting to the scan: %d steps of %d pairs from %d in-plane images",

@@ -51,9 +51,15 @@ class DistContext:
         on a CPU, worth it where the CPU has bf16 matrix units (Intel AMX: about 1.4x faster
         compact training steps measured), slower elsewhere; ``"fp32"`` never.
         """
-        if self.precision == "auto":
-            return self.device.type == "cuda"
-        return self.precision == "bf16"
+        return uses_bf16(self.precision, self.device)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` (``auto``, ``fp32`` or ``bf16``) means bf16 autocast on ``device``:
+    ``auto`` on GPUs only, ``bf16`` everywhere, ``fp32`` never."""
+    if precision == "auto":
+        return device.type == "cuda"
+    return precision == "bf16"
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
