@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transmrsr.inference.adapt import DEFAULT_STEPS
+
 log = logging.getLogger("bench_restore")
 
 
@@ -47,12 +49,13 @@ def ixi_sized_reference():
     return vol.with_data(data.astype(np.float32), affine), si
 
 
-def one_run(model: str, planes: str, threads: int) -> dict:
+def one_run(model: str, planes: str, threads: int, precision: str, adapt: int) -> dict:
     """Child process: degrade, restore, score; report time and peak memory."""
     import torch
 
     from transmrsr.degradation import degrade
     from transmrsr.evaluation.compare import compare_volumes
+    from transmrsr.inference.adapt import AdaptConfig
     from transmrsr.inference.restore import load_model, restore_volume
 
     torch.set_num_threads(threads)
@@ -62,12 +65,22 @@ def one_run(model: str, planes: str, threads: int) -> dict:
     loaded = load_model(model)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    result = restore_volume(lr, loaded, axis=si, factor=4.0, planes=planes)
+    result = restore_volume(
+        lr,
+        loaded,
+        axis=si,
+        factor=4.0,
+        planes=planes,
+        precision=precision,
+        adapt=AdaptConfig(steps=adapt) if adapt else None,
+    )
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     score = compare_volumes(result.volume, ref, thick_axis=si)
     return {
         "planes": planes,
+        "precision": result.precision,
+        "adapt_steps": adapt,
         "input_shape": list(lr.shape),
         "output_shape": list(result.volume.shape),
         "seconds": seconds,
@@ -83,11 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="as `restore --precision` (auto: bf16 on GPUs and CPUs with AMX)",
+    )
+    parser.add_argument(
+        "--adapt",
+        type=int,
+        default=DEFAULT_STEPS,
+        metavar="STEPS",
+        help=f"as `restore --adapt` (default {DEFAULT_STEPS}, restore's; 0: the network alone)",
+    )
     parser.add_argument("--child", choices=["one", "both"], help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.child:
-        sys.stdout.write(json.dumps(one_run(args.model, args.child, args.threads)) + "\n")
+        sys.stdout.write(
+            json.dumps(one_run(args.model, args.child, args.threads, args.precision, args.adapt))
+            + "\n"
+        )
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = {}
@@ -102,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.model,
                 "--threads",
                 str(args.threads),
+                "--precision",
+                args.precision,
+                "--adapt",
+                str(args.adapt),
             ],
             capture_output=True,
             text=True,
@@ -113,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = both["seconds"] - one["seconds"]
     lines = [
         f"IXI-sized T1 x4 along SI: {one['input_shape']} -> {one['output_shape']}, "
-        f"{args.threads} threads, model {args.model}",
+        f"{args.threads} threads, model {args.model}, {one['precision']}, "
+        f"adaptation {args.adapt} steps",
         "| planes | wall time | peak memory | masked PSNR / SSIM | paper PSNR |",
         "|---|---|---|---|---|",
     ]

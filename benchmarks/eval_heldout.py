@@ -42,15 +42,15 @@ from pathlib import Path
 import torch
 
 from transmrsr.degradation import degrade
+from transmrsr.devices import PRECISIONS
 from transmrsr.evaluation.compare import compare_volumes
 from transmrsr.geometry import resolve_axis
-from transmrsr.inference.adapt import AdaptConfig
+from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
 from transmrsr.io import atomic_path, load_volume
 from transmrsr.templates import mni152_brain_mask, mni152_t1
-from transmrsr.training.distributed import PRECISIONS
 
 log = logging.getLogger("eval_heldout")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mri"
@@ -132,14 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[0],
         metavar="STEPS",
-        help="restore after adapting to each scan for these many steps (0: not adapted), as "
-        "`restore --adapt`",
+        help="restore after adapting to each scan for these many steps (default 0: the "
+        f"network alone, as the model card's tables; `restore` adapts for {DEFAULT_STEPS})",
     )
     parser.add_argument(
-        "--adapt-precision",
-        default="auto",
+        "--precision",
+        nargs="+",
+        default=["auto"],
         choices=PRECISIONS,
-        help="bf16 autocast for --adapt (auto: GPU only)",
+        help="restore (and adapt) with each: bf16 autocast or fp32 (auto: bf16 where the "
+        "hardware multiplies bf16 natively, as `restore`)",
     )
     parser.add_argument(
         "--only",
@@ -168,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                 label: compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
                 for label, mask in masks.items()
             }
-            runs = itertools.product(args.planes, args.consistency, args.levels, args.adapt)
-            for planes, consistency, level, steps in runs:
-                adapt = AdaptConfig(steps=steps, precision=args.adapt_precision) if steps else None
+            runs = itertools.product(
+                args.planes, args.consistency, args.levels, args.adapt, args.precision
+            )
+            for planes, consistency, level, steps, precision in runs:
+                adapt = AdaptConfig(steps=steps) if steps else None
                 t0 = time.perf_counter()
                 restored = restore_volume(
                     lr,
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     consistency=consistency == "on",
                     scaler=IntensityScaler.fit(lr.data).with_gain(level),
                     adapt=adapt,
+                    precision=precision,
                 )
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                             "consistency": consistency,
                             "level": level,
                             "adapt_steps": steps,
+                            "precision": restored.precision,
                             "model_file": Path(restored.model_source).name,
                             "seconds": seconds,
                             "cubic": base.to_dict(),
@@ -203,28 +209,29 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
                 log.info(
-                    "%s x%g %s, consistency %s, level %g, adapt %d: done in %.0f s",
+                    "%s x%g %s, consistency %s, level %g, adapt %d, %s: done in %.0f s",
                     name,
                     factor,
                     planes,
                     consistency,
                     level,
                     steps,
+                    restored.precision,
                     seconds,
                 )
     lines = [
         f"model: {model.source}",
         "",
-        "| volume | factor | planes | consistency | level | adapt | model file "
+        "| volume | factor | planes | consistency | level | adapt | precision | model file "
         "| cubic masked PSNR/SSIM | model masked PSNR/SSIM | gain masked | cubic paper PSNR/SSIM "
         "| model paper PSNR/SSIM | gain paper | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, m = r["cubic"], r["model"]
         lines.append(
             f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | {r['consistency']} | "
-            f"{r['level']:g} | {r['adapt_steps']} | "
+            f"{r['level']:g} | {r['adapt_steps']} | {r['precision']} | "
             f"{r['model_file']} | "
             f"{c['psnr_masked']:.2f} / {c['ssim_masked']:.4f} | "
             f"{m['psnr_masked']:.2f} / {m['ssim_masked']:.4f} | {r['gain_masked_db']:+.2f} dB | "

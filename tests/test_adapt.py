@@ -12,6 +12,7 @@ from transmrsr.cli.main import main
 from transmrsr.degradation import degrade
 from transmrsr.errors import TransMRSRError
 from transmrsr.inference.adapt import (
+    DEFAULT_STEPS,
     FACTOR_SPREAD,
     AdaptConfig,
     adapt_network,
@@ -51,7 +52,6 @@ def test_in_plane_images_are_the_planes_across_the_thick_axis_both_ways():
         ("lr", 0.0, "learning rate"),
         ("lr", 2.0, "learning rate"),
         ("batch_size", 0, "batch size"),
-        ("precision", "fp16", "precision"),
     ],
 )
 def test_impossible_adaptation_settings_are_refused(field, value, message):
@@ -114,3 +114,34 @@ def test_restore_cli_adapts_and_refuses_negative_steps(tiny_model_file, tmp_path
     code = main(["restore", str(source), str(bad), "--model", model, "--adapt", "-1"])
     assert code == 2 and not bad.exists()
     assert "--adapt" in capsys.readouterr().err
+
+
+def test_a_scan_without_in_plane_signal_is_restored_unadapted_with_a_warning(
+    tiny_model_file, caplog
+):
+    model = load_model(tiny_model_file)
+    empty = np.zeros((8, 9, 6), np.float32)
+    with caplog.at_level("WARNING"):
+        same = adapt_network(model.network, empty, 2, 4.0, AdaptConfig(steps=2))
+    assert same is model.network and not same.training
+    assert "not adapted" in caplog.text
+
+
+def test_restore_adapts_by_default_and_adapt_0_turns_it_off(tiny_model_file, tmp_path, caplog):
+    scan = _scan()
+    source = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(scan.data, scan.affine), source)
+    model = str(tiny_model_file)
+    outputs = {}
+    for name, extra in (("default", []), ("off", ["--adapt", "0"])):
+        out = tmp_path / f"{name}.nii.gz"
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            assert main(["restore", str(source), str(out), "--model", model, *extra]) == 0
+        outputs[name] = load_volume(out).data
+        adapted = f"adapting to the scan: {DEFAULT_STEPS} steps" in caplog.text
+        assert adapted == (name == "default")
+    assert not np.allclose(outputs["default"], outputs["off"])
+    # --adapt 0 is the network as shipped: the API's restore without adaptation.
+    plain = restore_volume(scan, load_model(tiny_model_file)).volume.data
+    np.testing.assert_allclose(outputs["off"], plain, rtol=0, atol=1e-5 * np.abs(plain).max())

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from transmrsr.cli.common import add_axis_argument, add_dtype_argument, factor_type, int_at_least
+from transmrsr.devices import PRECISIONS, resolve_device
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import axis_name
-from transmrsr.inference.adapt import AdaptConfig
+from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
 from transmrsr.inference.restore import (
     DEFAULT_MODEL,
     PLANE_CHOICES,
@@ -19,7 +20,6 @@ from transmrsr.inference.restore import (
     restore_volume,
 )
 from transmrsr.io import READABLE_SUFFIXES, check_output_path, load_volume, save_volume
-from transmrsr.training.distributed import PRECISIONS, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--adapt",
         type=int_at_least(0),
-        default=0,
+        default=DEFAULT_STEPS,
         metavar="STEPS",
         help="first fine-tune the model for STEPS steps on the scan's own in-plane images "
-        "blurred like its slices (self-supervised, SMORE-style; 100 measured best; a few "
-        "minutes on a CPU, far less on a GPU; default 0: off)",
+        f"blurred like its slices (self-supervised, SMORE-style; default {DEFAULT_STEPS}, "
+        "about 40 s on a 2-core CPU; 0: off, the network as shipped)",
     )
     parser.add_argument(
-        "--adapt-precision",
+        "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="bf16 autocast for --adapt: fast on GPUs and on CPUs with AMX (auto: GPU only)",
+        help="bf16 autocast for the network (and --adapt): auto = bf16 on GPUs and on CPUs "
+        "with bf16 matrix units (Intel AMX), where it is about 1.5x faster and the result the "
+        "same to 0.01 dB; fp32 elsewhere",
     )
     parser.add_argument("--like", metavar="REFERENCE", help="write onto this volume's grid")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         todo.append((source, out))
     if not todo:
         return 0
-    adapt = AdaptConfig(steps=args.adapt, precision=args.adapt_precision) if args.adapt else None
+    adapt = AdaptConfig(steps=args.adapt) if args.adapt else None
     device = resolve_device(args.device)
     model = load_model(args.model)
     like = load_volume(args.like, require_signal=False) if args.like else None
@@ -182,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 consistency=args.consistency,
                 adapt=adapt,
+                precision=args.precision,
             )
             save_volume(result.volume, out, dtype=args.dtype)
         except TransMRSRError as exc:
@@ -191,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         log.info(
-            "restored %s: axis %d (%s) x%.4g, %s -> %s, %d plane orientation(s), model %s, "
+            "restored %s: axis %d (%s) x%.4g, %s -> %s, %d plane orientation(s), model %s in %s, "
             "%.1f s -> %s",
             source,
             result.thick_axis,
@@ -201,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
             result.volume.shape,
             len(result.slice_axes),
             Path(result.model_source).name,
+            result.precision,
             time.perf_counter() - start,
             out,
         )

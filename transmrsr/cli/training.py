@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from transmrsr.cli.common import int_at_least
-from transmrsr.training.distributed import PRECISIONS, DistContext, barrier, setup
+from transmrsr.devices import PRECISIONS
+from transmrsr.training.distributed import DistContext, barrier, setup
 from transmrsr.training.runs import RunData, prepare_out, select_data
 
 log = logging.getLogger(__name__)

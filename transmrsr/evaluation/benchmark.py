@@ -445,9 +445,17 @@ def _cubic(lr: Volume, axis: int, factor: float) -> Volume:
 
 def _restorer(model: LoadedModel, planes: str, device: torch.device):
     def restore(lr: Volume, axis: int, factor: float) -> Volume:
-        # The networks alone, as the paper compares them: no data-consistency projection.
+        # The networks alone, as the paper compares them: no data-consistency projection, no
+        # adaptation to the scan, and exact fp32 so that scores do not depend on the CPU.
         result = restore_volume(
-            lr, model, axis=axis, factor=factor, planes=planes, device=device, consistency=False
+            lr,
+            model,
+            axis=axis,
+            factor=factor,
+            planes=planes,
+            device=device,
+            consistency=False,
+            precision="fp32",
         )
         return result.volume
 

@@ -43,7 +43,7 @@ def restore_along_planes(
         plane_indices: restore only these planes of the (single) slice axis and return them
             as ``[n, rows, cols]`` (used by validation to score a subset).
         batch_size: planes per forward pass.
-        bf16: autocast to bfloat16 (GPUs).
+        bf16: autocast to bfloat16 (GPUs, CPUs with AMX: see :mod:`transmrsr.devices`).
     """
     if volume.ndim != 3:
         raise TransMRSRError(f"expected a 3-D volume, got shape {volume.shape}")

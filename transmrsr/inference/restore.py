@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transmrsr.devices import inference_uses_bf16
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import detect_thick_axis
 from transmrsr.inference.adapt import AdaptConfig, adapt_network
@@ -169,6 +170,7 @@ class Restoration:
     factor: float
     slice_axes: list[int]
     model_source: str
+    precision: str = "fp32"
 
 
 def restore_volume(
@@ -185,6 +187,7 @@ def restore_volume(
     consistency: bool = True,
     scaler: IntensityScaler | None = None,
     adapt: AdaptConfig | None = None,
+    precision: str = "auto",
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -197,6 +200,9 @@ def restore_volume(
     normalisation (:meth:`IntensityScaler.fit` of the input), e.g. one fitted once for a cohort.
     ``adapt`` first fine-tunes a copy of the network on the scan's own in-plane images
     (:func:`~transmrsr.inference.adapt.adapt_network`); the loaded model is left unchanged.
+    ``precision`` (``auto``, ``fp32`` or ``bf16``) sets bf16 autocast for the network and the
+    adaptation; ``auto`` uses it where the hardware multiplies bf16 natively
+    (:func:`~transmrsr.devices.inference_uses_bf16`).
     """
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
     model = model.for_factor(k)
@@ -205,10 +211,18 @@ def restore_volume(
         scaler = IntensityScaler.fit(volume.data)
     axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
     device = torch.device(device)
+    bf16 = inference_uses_bf16(precision, device)
     network = model.network.to(device)
     if adapt is not None:
         network = adapt_network(
-            network, scaler(volume.data), thick, k, adapt, device=device, progress=progress
+            network,
+            scaler(volume.data),
+            thick,
+            k,
+            adapt,
+            device=device,
+            bf16=bf16,
+            progress=progress,
         )
     restored = restore_along_planes(
         network,
@@ -217,7 +231,7 @@ def restore_volume(
         slice_axes=axes,
         batch_size=batch_size,
         device=device,
-        bf16=device.type == "cuda",
+        bf16=bf16,
         progress=progress,
     )
     out = scaler.inverse(restored)
@@ -228,5 +242,10 @@ def restore_volume(
         out = resample_to_grid(out, affine, like.shape, like.affine)
         affine = like.affine
     return Restoration(
-        volume.with_data(out.astype(np.float32), affine), thick, k, axes, model.source
+        volume.with_data(out.astype(np.float32), affine),
+        thick,
+        k,
+        axes,
+        model.source,
+        "bf16" if bf16 else "fp32",
     )

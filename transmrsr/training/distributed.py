@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from transmrsr.devices import check_precision, resolve_device, uses_bf16
 from transmrsr.errors import TransMRSRError
 
 log = logging.getLogger(__name__)
@@ -54,34 +55,9 @@ class DistContext:
         return uses_bf16(self.precision, self.device)
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``precision`` (``auto``, ``fp32`` or ``bf16``) means bf16 autocast on ``device``:
-    ``auto`` on GPUs only, ``bf16`` everywhere, ``fp32`` never."""
-    if precision == "auto":
-        return device.type == "cuda"
-    return precision == "bf16"
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (GPU when present), ``cpu`` or ``cuda``; a clear error for an absent GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise TransMRSRError("--device cuda was asked for, but no CUDA GPU is available")
-        return torch.device("cuda", local_rank)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise TransMRSRError(f"unknown device {name!r}; choose auto, cpu or cuda")
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 def setup(device: str = "auto", precision: str = "auto") -> DistContext:
     """Join the process group when launched by torchrun; otherwise a single-process context."""
-    if precision not in PRECISIONS:
-        raise TransMRSRError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    check_precision(precision)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -1,0 +1,97 @@
+"""Devices and precision: what ``auto`` means for training and for restoring, and that a
+bf16 restore is the fp32 one to within bf16's rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import oriented_affine, phantom
+
+from transmrsr.cli.main import main
+from transmrsr.degradation import degrade
+from transmrsr.devices import (
+    check_precision,
+    cpu_has_bf16_units,
+    inference_uses_bf16,
+    resolve_device,
+    uses_bf16,
+)
+from transmrsr.errors import TransMRSRError
+from transmrsr.inference.restore import load_model, restore_volume
+from transmrsr.io import Volume
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CPU = torch.device("cpu")
+GPU = torch.device("cuda")
+
+
+def test_unknown_precisions_and_devices_are_refused():
+    assert check_precision("bf16") == "bf16"
+    for call in (
+        lambda: check_precision("fp16"),
+        lambda: uses_bf16("half", CPU),
+        lambda: inference_uses_bf16("fp16", CPU),
+    ):
+        with pytest.raises(TransMRSRError, match="precision"):
+            call()
+    with pytest.raises(TransMRSRError, match="device"):
+        resolve_device("tpu")
+    assert resolve_device("cpu") == CPU
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_means_bf16_on_gpus_and_for_restoring_on_cpus_with_bf16_units(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert cpu_has_bf16_units() is amx
+    # Restoring: bf16 wherever the hardware has the units.
+    assert inference_uses_bf16("auto", GPU)
+    assert inference_uses_bf16("auto", CPU) is amx
+    # Training keeps a CPU in fp32 unless asked.
+    assert uses_bf16("auto", GPU) and not uses_bf16("auto", CPU)
+    for rule in (uses_bf16, inference_uses_bf16):
+        for device in (CPU, GPU):
+            assert rule("bf16", device) and not rule("fp32", device)
+
+
+def test_a_torch_without_the_cpu_probe_counts_as_no_bf16_units(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert not cpu_has_bf16_units()
+    assert not inference_uses_bf16("auto", CPU)
+
+
+def test_bf16_restore_matches_fp32_to_bf16_rounding(tiny_model_file):
+    hr = phantom((40, 44, 48))
+    data, affine = degrade(hr, oriented_affine("LAS"), 2, 4)
+    scan = Volume(data=data, affine=affine)
+    model = load_model(tiny_model_file)
+    exact = restore_volume(scan, model, precision="fp32")
+    fast = restore_volume(scan, model, precision="bf16")
+    assert (exact.precision, fast.precision) == ("fp32", "bf16")
+    np.testing.assert_array_equal(exact.volume.affine, fast.volume.affine)
+    diff = np.abs(exact.volume.data - fast.volume.data)
+    scale = float(np.abs(exact.volume.data).max())
+    # Not the same voxels (bf16 keeps 8 bits of mantissa) ...
+    assert diff.max() > 0
+    # ... but the same image: errors of a few parts in a thousand of the range.
+    assert diff.mean() < 5e-3 * scale
+    with pytest.raises(TransMRSRError, match="precision"):
+        restore_volume(scan, model, precision="fp16")
+
+
+def test_restore_cli_takes_a_precision_and_refuses_others(tiny_model_file, tmp_path, capsys):
+    import nibabel as nib
+
+    hr = phantom((40, 44, 48))
+    data, affine = degrade(hr, oriented_affine("LAS"), 2, 4)
+    source = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), source)
+    model = str(tiny_model_file)
+    out = tmp_path / "out.nii.gz"
+    assert main(["restore", str(source), str(out), "--model", model, "--precision", "fp32"]) == 0
+    assert out.exists()
+    capsys.readouterr()
+    bad = tmp_path / "bad.nii.gz"
+    assert main(["restore", str(source), str(bad), "--model", model, "--precision", "fp16"]) == 2
+    assert not bad.exists() and "--precision" in capsys.readouterr().err
