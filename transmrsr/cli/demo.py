@@ -14,15 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from transmrsr.cli.common import factor_type, int_at_least
+from transmrsr.cli.common import adapt_config, add_network_run_arguments, factor_type
 from transmrsr.cli.evaluate import format_table
 from transmrsr.degradation import degrade
-from transmrsr.devices import PRECISIONS, resolve_device
+from transmrsr.devices import resolve_device
 from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation.compare import compare_volumes
 from transmrsr.evaluation.figures import comparison_figure, to_ras
 from transmrsr.geometry import check_factor, resolve_axis
-from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
 from transmrsr.inference.restore import DEFAULT_MODEL, load_model, restore_volume
 from transmrsr.interpolation import resample_to_grid, upsample
 from transmrsr.io import atomic_path, save_volume
@@ -62,19 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"restoration model (default: the shipped {DEFAULT_MODEL!r} model)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument(
-        "--adapt",
-        type=int_at_least(0),
-        default=DEFAULT_STEPS,
-        metavar="STEPS",
-        help=f"as for restore: steps of adaptation to the scan (default {DEFAULT_STEPS}; 0: off)",
-    )
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="as for restore: bf16 autocast where the hardware has bf16 units (auto), or not",
-    )
+    add_network_run_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -119,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         progress=not args.no_progress,
         precision=args.precision,
-        adapt=AdaptConfig(steps=args.adapt) if args.adapt else None,
+        adapt=adapt_config(args),
     )
     timings["TransMRSR"] = time.perf_counter() - t0
     save_volume(result.volume, out / "transmrsr.nii.gz")

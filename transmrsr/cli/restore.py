@@ -7,11 +7,17 @@ import logging
 import time
 from pathlib import Path
 
-from transmrsr.cli.common import add_axis_argument, add_dtype_argument, factor_type, int_at_least
-from transmrsr.devices import PRECISIONS, resolve_device
+from transmrsr.cli.common import (
+    adapt_config,
+    add_axis_argument,
+    add_dtype_argument,
+    add_network_run_arguments,
+    factor_type,
+    int_at_least,
+)
+from transmrsr.devices import resolve_device
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import axis_name
-from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
 from transmrsr.inference.restore import (
     DEFAULT_MODEL,
     PLANE_CHOICES,
@@ -72,23 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "Gaussian slice profile as thick as the spacing; default on). --no-consistency for "
         "scans whose slices are known to be much thinner or overlapping",
     )
-    parser.add_argument(
-        "--adapt",
-        type=int_at_least(0),
-        default=DEFAULT_STEPS,
-        metavar="STEPS",
-        help="first fine-tune the model for STEPS steps on the scan's own in-plane images "
-        f"blurred like its slices (self-supervised, SMORE-style; default {DEFAULT_STEPS}, "
-        "about 40 s on a 2-core CPU; 0: off, the network as shipped)",
-    )
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="bf16 autocast for the network (and --adapt): auto = bf16 on GPUs and on CPUs "
-        "with bf16 matrix units (Intel AMX), where it is about 1.5x faster and the result the "
-        "same to 0.01 dB; fp32 elsewhere",
-    )
+    add_network_run_arguments(parser)
     parser.add_argument("--like", metavar="REFERENCE", help="write onto this volume's grid")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
@@ -162,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         todo.append((source, out))
     if not todo:
         return 0
-    adapt = AdaptConfig(steps=args.adapt) if args.adapt else None
+    adapt = adapt_config(args)
     device = resolve_device(args.device)
     model = load_model(args.model)
     like = load_volume(args.like, require_signal=False) if args.like else None
