@@ -206,14 +206,14 @@ def restore_volume(
     """
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
     model = model.for_factor(k)
-    data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     if scaler is None:
         scaler = IntensityScaler.fit(volume.data)
-    axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
     device = torch.device(device)
     bf16 = inference_uses_bf16(precision, device)
     network = model.network.to(device)
     if adapt is not None:
+        # Before the volume is upsampled: the training step's memory and the isotropic
+        # volume's arrays are then never held at the same time.
         network = adapt_network(
             network,
             scaler(volume.data),
@@ -224,9 +224,13 @@ def restore_volume(
             bf16=bf16,
             progress=progress,
         )
+    data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
+    axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
+    normalised = scaler(data)
+    del data  # arrays of the output's size are dropped as soon as they are used up
     restored = restore_along_planes(
         network,
-        scaler(data),
+        normalised,
         thick,
         slice_axes=axes,
         batch_size=batch_size,
@@ -234,7 +238,9 @@ def restore_volume(
         bf16=bf16,
         progress=progress,
     )
+    del normalised
     out = scaler.inverse(restored)
+    del restored
     if consistency:
         out = enforce_consistency(out, volume.data, thick, k)
     np.clip(out, float(volume.data.min()), float(volume.data.max()), out=out)
@@ -242,7 +248,7 @@ def restore_volume(
         out = resample_to_grid(out, affine, like.shape, like.affine)
         affine = like.affine
     return Restoration(
-        volume.with_data(out.astype(np.float32), affine),
+        volume.with_data(out.astype(np.float32, copy=False), affine),
         thick,
         k,
         axes,
