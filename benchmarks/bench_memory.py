@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmrsr.inference.adapt import DEFAULT_STEPS
+from transmrsr.cli.common import adapt_config, add_network_run_arguments
 
 log = logging.getLogger("bench_memory")
 
@@ -66,13 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--adapt",
-        type=int,
-        default=DEFAULT_STEPS,
-        metavar="STEPS",
-        help=f"as `restore --adapt` (default {DEFAULT_STEPS}, restore's)",
-    )
+    add_network_run_arguments(parser)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -80,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from transmrsr.degradation import degrade
-    from transmrsr.inference.adapt import AdaptConfig
     from transmrsr.inference.restore import load_model, restore_volume
 
     torch.set_num_threads(args.threads)
@@ -96,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         model,
         axis=si,
         factor=FACTOR,
-        adapt=AdaptConfig(steps=args.adapt) if args.adapt else None,
+        adapt=adapt_config(args),
+        precision=args.precision,
         progress=True,
     )
     seconds = time.perf_counter() - t0

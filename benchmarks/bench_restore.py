@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transmrsr.inference.adapt import DEFAULT_STEPS
+from transmrsr.cli.common import add_network_run_arguments
 
 log = logging.getLogger("bench_restore")
 
@@ -96,19 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=("auto", "fp32", "bf16"),
-        help="as `restore --precision` (auto: bf16 on GPUs and CPUs with AMX)",
-    )
-    parser.add_argument(
-        "--adapt",
-        type=int,
-        default=DEFAULT_STEPS,
-        metavar="STEPS",
-        help=f"as `restore --adapt` (default {DEFAULT_STEPS}, restore's; 0: the network alone)",
-    )
+    add_network_run_arguments(parser)
     parser.add_argument("--child", choices=["one", "both"], help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
