@@ -73,6 +73,9 @@ def test_positions_tile_the_same_field_of_view():
     up = axis_positions(3, 0.25)
     np.testing.assert_allclose((up + 0.5) * 4 - 0.5, np.arange(12))
     assert axis_positions(10, 2.5).size == 4
+    # float32 header spacings: 476 voxels of 0.49999999 mm make 238 of 1 mm, not 237.
+    assert axis_positions(476, 1.0 / 0.49999999).size == 238
+    assert axis_positions(476, 2.001).size == 237
     with pytest.raises(TransMRSRError, match="too short"):
         axis_positions(5, 4.0)
 

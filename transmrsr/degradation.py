@@ -20,11 +20,9 @@ from scipy import ndimage
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import axis_positions, check_factor, resample_axis_grid
-from transmrsr.interpolation import interpolate_axis
+from transmrsr.interpolation import FWHM_TO_SIGMA, interpolate_axis
 
 log = logging.getLogger(__name__)
-
-FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 
 def gaussian_slice_profile(factor: float, fwhm: float | None = None) -> np.ndarray:

@@ -11,8 +11,8 @@ from transmrsr.cli.common import (
     adapt_config,
     add_axis_argument,
     add_dtype_argument,
+    add_factor_arguments,
     add_network_run_arguments,
-    factor_type,
     int_at_least,
 )
 from transmrsr.devices import resolve_device
@@ -38,8 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "INPUT OUTPUT restores one scan; INPUT... --out-dir DIR restores many (files or "
             "folders), naming each output after its input plus --suffix. The thick axis and "
             "factor come from the header unless given; the output is on the isotropic grid "
-            "that `upsample` writes (or on --like's grid), in the input's intensity range. "
-            "Existing outputs are skipped unless --overwrite."
+            "that `upsample` writes (with --resolution, at that spacing; or on --like's "
+            "grid), in the input's intensity range. Existing outputs are skipped unless "
+            "--overwrite."
         ),
     )
     parser.add_argument(
@@ -49,12 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--suffix", default="_restored", help="added to input names in --out-dir mode"
     )
-    parser.add_argument(
-        "--factor",
-        type=factor_type,
-        metavar="K",
-        help="upsampling factor (default: thick spacing / finest in-plane spacing)",
-    )
+    add_factor_arguments(parser)
     add_axis_argument(parser, "thick axis (default: the axis with the largest spacing)")
     parser.add_argument(
         "--model",
@@ -167,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 model,
                 axis=args.axis,
                 factor=args.factor,
+                resolution=args.resolution,
                 planes=args.planes,
                 like=like,
                 batch_size=args.batch_size,

@@ -6,9 +6,9 @@ import argparse
 import logging
 import time
 
-from transmrsr.cli.common import add_axis_argument, add_dtype_argument, factor_type
+from transmrsr.cli.common import add_axis_argument, add_dtype_argument, add_factor_arguments
 from transmrsr.geometry import axis_name, detect_thick_axis
-from transmrsr.interpolation import METHODS, resample_to_grid, upsample
+from transmrsr.interpolation import METHODS, resample_in_plane, resample_to_grid, upsample
 from transmrsr.io import check_output_path, load_volume, save_volume, voxel_sizes
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Interpolate along the thick axis onto the grid whose slices tile the same slabs "
             "with spacing divided by the factor (the grid `restore` writes). Axis and factor "
-            "come from the header unless given."
+            "come from the header unless given; --resolution MM brings every axis to MM "
+            "(in-plane resampled as `restore --resolution` does)."
         ),
     )
     parser.add_argument("input", metavar="INPUT", help="thick-slice NIfTI or MGZ volume")
@@ -29,12 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method", choices=METHODS, default="cubic", help="interpolation (default cubic B-spline)"
     )
-    parser.add_argument(
-        "--factor",
-        type=factor_type,
-        metavar="K",
-        help="upsampling factor (default: thick spacing / finest in-plane spacing)",
-    )
+    add_factor_arguments(parser)
     add_axis_argument(parser, "thick axis (default: the axis with the largest spacing)")
     parser.add_argument(
         "--like", metavar="REFERENCE", help="write onto the grid of this volume instead"
@@ -48,8 +44,13 @@ def run(args: argparse.Namespace) -> int:
     inputs = [args.input] + ([args.like] if args.like else [])
     output = check_output_path(args.output, *inputs)
     volume = load_volume(args.input)
-    axis, factor = detect_thick_axis(volume.affine, axis=args.axis, factor=args.factor)
-    data, affine = upsample(volume.data, volume.affine, axis, factor, args.method)
+    axis, factor = detect_thick_axis(
+        volume.affine, axis=args.axis, factor=args.factor, resolution=args.resolution
+    )
+    data, affine = volume.data, volume.affine
+    if args.resolution is not None:
+        data, affine = resample_in_plane(data, affine, axis, args.resolution)
+    data, affine = upsample(data, affine, axis, factor, args.method)
     if args.like:
         reference = load_volume(args.like, require_signal=False)
         data = resample_to_grid(data, affine, reference.shape, reference.affine)

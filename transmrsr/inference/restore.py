@@ -1,8 +1,9 @@
 """Restore a thick-slice volume: the main job of the tool (SPEC section 8).
 
-``thick volume -> interpolate along the thick axis onto the isotropic grid -> normalise ->
-network on every plane that contains the thick axis (one orientation, or both fused) ->
-intensities back to the input's scale -> (optionally) onto a reference grid``.
+``thick volume -> (with a resolution: in-plane axes to that spacing) -> interpolate along the
+thick axis onto the isotropic grid -> normalise -> network on every plane that contains the
+thick axis (one orientation, or both fused) -> intensities back to the input's scale ->
+(optionally) onto a reference grid``.
 
 The output grid is the one :func:`transmrsr.interpolation.upsample` defines (field of view
 preserved, spacing divided by the factor), so ``restore`` and the ``upsample`` baselines are
@@ -31,7 +32,7 @@ from transmrsr.inference.adapt import AdaptConfig, adapt_network
 from transmrsr.inference.consistency import enforce_consistency
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.intensity import IntensityScaler
-from transmrsr.interpolation import resample_to_grid, upsample
+from transmrsr.interpolation import resample_in_plane, resample_to_grid, upsample
 from transmrsr.io import Volume, voxel_sizes
 from transmrsr.models.registry import build_model, config_from_dict
 from transmrsr.slicing import planes_axes
@@ -112,7 +113,9 @@ def load_model(
         if state.get("stage") != "sr":
             raise TransMRSRError(f"{path}: a stage-1 checkpoint holds no restoration model")
         network_config = {"arch": "transmrsr", "config": state["config"]["model"]}
-        weights, info = state["model"], {"steps": state["step"]}
+        pairs = state["config"].get("pairs", {})
+        weights = state["model"]
+        info = {"steps": state["step"], "factor_range": pairs.get("factor_range")}
     else:
         weights, network_config, info = load_model_file(path)
     try:
@@ -161,6 +164,36 @@ def slice_axes_for(
     return [min(axes, key=lambda a: (anisotropy(a), -shape[a], a))]
 
 
+#: How far (in factor units) past its training range a model is used without a warning; the
+#: adaptation to the scan trains on the factor +/- 0.5 as well.
+FACTOR_MARGIN = 0.5
+
+
+def warn_if_untrained_factor(model: LoadedModel, factor: float) -> bool:
+    """Log a warning (and return true) when ``factor`` is outside the model's training range.
+
+    Such a model still runs, but it has never seen slices that far apart: a clinical scan with
+    0.45 mm in-plane voxels and 5 mm slices is x11 at its own resolution, where ``--resolution
+    1`` makes it x5. Models without a recorded range are not checked.
+    """
+    trained = model.info.get("factor_range")
+    if not trained:
+        return False
+    lo, hi = (float(v) for v in trained)
+    if lo - FACTOR_MARGIN <= factor <= hi + FACTOR_MARGIN:
+        return False
+    log.warning(
+        "factor x%.3g is outside the factors %s was trained on (x%g-x%g): expect a poorer "
+        "restoration%s",
+        factor,
+        Path(model.source).name,
+        lo,
+        hi,
+        "; --resolution MM restores onto a coarser isotropic grid" if factor > hi else "",
+    )
+    return True
+
+
 @dataclass
 class Restoration:
     """The restored volume and what was done."""
@@ -188,10 +221,15 @@ def restore_volume(
     scaler: IntensityScaler | None = None,
     adapt: AdaptConfig | None = None,
     precision: str = "auto",
+    resolution: float | None = None,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
     The thick axis and factor come from the header unless given (non-integer factors work).
+    ``resolution`` (mm, instead of ``factor``) restores onto an isotropic grid of that spacing:
+    the in-plane axes are resampled to it first (:func:`resample_in_plane`, anti-aliased when
+    coarser) and the thick axis is restored by its spacing over ``resolution``. A factor
+    outside the range the model was trained on is restored with a warning.
     Intensities are normalised for the network with the input's robust range and mapped back.
     With ``consistency`` the result is then projected onto the volumes whose simulated thick
     slices are the input (:func:`~transmrsr.inference.consistency.enforce_consistency`), and
@@ -204,8 +242,12 @@ def restore_volume(
     adaptation; ``auto`` uses it where the hardware multiplies bf16 natively
     (:func:`~transmrsr.devices.inference_uses_bf16`).
     """
-    thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor)
+    thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor, resolution=resolution)
+    low, high = float(volume.data.min()), float(volume.data.max())
+    if resolution is not None:
+        volume = volume.with_data(*resample_in_plane(volume.data, volume.affine, thick, resolution))
     model = model.for_factor(k)
+    warn_if_untrained_factor(model, k)
     if scaler is None:
         scaler = IntensityScaler.fit(volume.data)
     device = torch.device(device)
@@ -243,7 +285,7 @@ def restore_volume(
     del restored
     if consistency:
         out = enforce_consistency(out, volume.data, thick, k)
-    np.clip(out, float(volume.data.min()), float(volume.data.max()), out=out)
+    np.clip(out, low, high, out=out)
     if like is not None:
         out = resample_to_grid(out, affine, like.shape, like.affine)
         affine = like.affine
