@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import oriented_affine, phantom
 
+from transmrsr import __version__
 from transmrsr.cli.main import main
 
 
@@ -40,12 +41,14 @@ def test_degrade_then_upsample_from_the_command_line(hr_file, tmp_path, capsys):
     lr_img = nib.load(lr)
     assert lr_img.shape == (24, 32, 10)  # AP is array axis 2 in LIA
     np.testing.assert_allclose(lr_img.header.get_zooms(), (1, 1, 4))
+    assert lr_img.header["descrip"].item() == f"transmrsr {__version__} degrade x4 axis 2".encode()
     code, _, err = run_cli(capsys, "upsample", lr, up, "--method", "lanczos")
     assert code == 0, err
     up_img = nib.load(up)
     assert up_img.shape == (24, 32, 40)
     np.testing.assert_allclose(up_img.affine, nib.load(hr_file).affine, atol=1e-5)
     assert up_img.get_data_dtype() == np.float32
+    assert up_img.header["descrip"].item().endswith(b"upsample lanczos x4 axis 2")
 
 
 def test_upsample_like_writes_onto_the_reference_grid(hr_file, tmp_path, capsys):

@@ -50,6 +50,20 @@ def test_sform_code_of_the_source_carries_over(tmp_path):
     assert int(nib.load(out).header["sform_code"]) == 4
 
 
+def test_description_carries_over_or_is_replaced(tmp_path):
+    image = nib.Nifti1Image(phantom((10, 12, 8)), oriented_affine("RAS"))
+    image.header["descrip"] = b"scanner protocol T1 MPRAGE"
+    nib.save(image, tmp_path / "scan.nii.gz")
+    volume = load_volume(tmp_path / "scan.nii.gz")
+    kept = save_volume(volume, tmp_path / "kept.nii.gz")
+    assert nib.load(kept).header["descrip"].item() == b"scanner protocol T1 MPRAGE"
+    made = save_volume(volume, tmp_path / "made.nii.gz", description="transmrsr restore x4")
+    assert nib.load(made).header["descrip"].item() == b"transmrsr restore x4"
+    long = save_volume(volume, tmp_path / "long.nii.gz", description="m\u00e9thode " + "x" * 100)
+    text = nib.load(long).header["descrip"].item()
+    assert len(text) == 79 and text.startswith(b"m?thode xxx")
+
+
 def test_mgz_is_read_with_its_affine(tmp_path):
     data = phantom((16, 16, 16))
     affine = oriented_affine("LIA")

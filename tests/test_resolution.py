@@ -180,6 +180,9 @@ def test_restore_and_upsample_at_a_resolution_from_the_command_line(tiny_model_f
     assert a.shape == b.shape == (20, 24, 18)
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
     np.testing.assert_allclose(voxel_sizes(a.affine), 1.0, atol=1e-6)
+    # The header says what made each file.
+    assert nib.load(restored).header["descrip"].item().endswith(b"restore tiny x4 axis 1")
+    assert nib.load(cubic).header["descrip"].item().endswith(b"upsample cubic x4 axis 1")
 
 
 @pytest.mark.parametrize(

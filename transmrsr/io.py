@@ -236,18 +236,25 @@ def _cast(data: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.rint(data), info.min, info.max).astype(target)
 
 
+#: Characters the NIfTI-1 ``descrip`` field holds (80 bytes, one kept for the terminator).
+DESCRIP_LENGTH = 79
+
+
 def save_volume(
     volume: Volume,
     path: str | os.PathLike[str],
     *,
     dtype: str = "float32",
+    description: str | None = None,
 ) -> Path:
     """Write a volume as NIfTI, atomically, with qform and sform both equal to its affine.
 
     The file is first written to a hidden temporary file in the target folder and then renamed
     over the target, so readers never see a partial file and an interrupted run leaves nothing.
     When the source header was a NIfTI, its sform/qform codes (e.g. MNI vs scanner space) and
-    description carry over; units are set to millimetres.
+    description carry over; units are set to millimetres. ``description`` replaces the
+    header's ``descrip`` (what ``fslhd`` and ``mri_info`` show; cut to its 79 characters), so
+    a derived file says what made it.
     """
     out = check_output_path(path)
     check_affine(volume.affine, source=str(out))
@@ -258,6 +265,8 @@ def save_volume(
         sform_code = int(volume.header["sform_code"]) or 1
         qform_code = int(volume.header["qform_code"]) or sform_code
         header["descrip"] = volume.header["descrip"]
+    if description is not None:
+        header["descrip"] = description.encode("ascii", "replace")[:DESCRIP_LENGTH]
     image = nib.Nifti1Image(data, volume.affine, header=header)
     image.set_sform(volume.affine, code=sform_code)
     image.set_qform(volume.affine, code=qform_code)

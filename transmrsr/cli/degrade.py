@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from transmrsr import __version__
 from transmrsr.cli.common import (
     add_axis_argument,
     add_dtype_argument,
@@ -69,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
     data, affine = degrade(
         volume.data, volume.affine, axis, factor, fwhm=args.fwhm, profile=profile
     )
-    save_volume(volume.with_data(data, affine), output, dtype=args.dtype)
+    save_volume(
+        volume.with_data(data, affine),
+        output,
+        dtype=args.dtype,
+        description=f"transmrsr {__version__} degrade x{factor:.3g} axis {axis}",
+    )
     log.info(
         "degraded %s along axis %d (%s) by %.4g: %s -> %s, voxel %s mm, in %.1f s",
         args.input,

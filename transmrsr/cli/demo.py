@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         adapt=adapt_config(args),
     )
     timings["TransMRSR"] = time.perf_counter() - t0
-    save_volume(result.volume, out / "transmrsr.nii.gz")
+    save_volume(result.volume, out / "transmrsr.nii.gz", description=result.describe())
     scores["TransMRSR"] = compare_volumes(result.volume, reference, mask=mask, thick_axis=axis)
     restored["TransMRSR"] = resample_to_grid(
         result.volume.data, result.volume.affine, reference.shape, reference.affine

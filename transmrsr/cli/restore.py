@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                 adapt=adapt,
                 precision=args.precision,
             )
-            save_volume(result.volume, out, dtype=args.dtype)
+            save_volume(result.volume, out, dtype=args.dtype, description=result.describe())
         except TransMRSRError as exc:
             if len(todo) == 1:
                 raise

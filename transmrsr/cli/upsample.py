@@ -6,6 +6,7 @@ import argparse
 import logging
 import time
 
+from transmrsr import __version__
 from transmrsr.cli.common import add_axis_argument, add_dtype_argument, add_factor_arguments
 from transmrsr.geometry import axis_name, detect_thick_axis
 from transmrsr.interpolation import METHODS, resample_in_plane, resample_to_grid, upsample
@@ -55,7 +56,12 @@ def run(args: argparse.Namespace) -> int:
         reference = load_volume(args.like, require_signal=False)
         data = resample_to_grid(data, affine, reference.shape, reference.affine)
         affine = reference.affine
-    save_volume(volume.with_data(data, affine), output, dtype=args.dtype)
+    save_volume(
+        volume.with_data(data, affine),
+        output,
+        dtype=args.dtype,
+        description=f"transmrsr {__version__} upsample {args.method} x{factor:.3g} axis {axis}",
+    )
     log.info(
         "upsampled %s along axis %d (%s) by %.4g with %s: %s -> %s, voxel %s mm, in %.1f s",
         args.input,

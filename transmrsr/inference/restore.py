@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transmrsr import __version__
 from transmrsr.devices import inference_uses_bf16
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import detect_thick_axis
@@ -204,6 +205,13 @@ class Restoration:
     slice_axes: list[int]
     model_source: str
     precision: str = "fp32"
+
+    def describe(self) -> str:
+        """One line for the output header: tool, version, model, factor and thick axis."""
+        return (
+            f"transmrsr {__version__} restore {Path(self.model_source).stem} "
+            f"x{self.factor:.3g} axis {self.thick_axis}"
+        )
 
 
 def restore_volume(
