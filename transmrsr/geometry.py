@@ -105,7 +105,7 @@ def detect_thick_axis(
     thick spacing divided by it (the in-plane axes are resampled to it separately, see
     :func:`~transmrsr.interpolation.resample_in_plane`). It excludes ``factor``. A clinical
     0.45 x 0.45 x 5 mm scan restored at 1 mm is a x5 problem rather than x11: inside the
-    factors the models learnt, and 25 times fewer output voxels.
+    factors the models learnt, and 11 times fewer output voxels.
     """
     if resolution is not None and factor is not None:
         raise TransMRSRError("give the factor or the resolution (--factor, --resolution), not both")
