@@ -9,8 +9,10 @@ mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a br
 ``--extra`` (automatic head mask) or ``--extra-brain-mask VOLUME MASK`` (head and brain mask).
 ``--levels`` moves where the input's tissue lands in the network's range, to measure how
 much a model depends on it; ``--adapt`` restores after adapting to each scan, as ``restore
---adapt`` does; ``--only`` scores a subset of the volumes. A shipped general model restores
-each factor with its specialist for that factor, as ``transmrsr restore`` does
+--adapt`` does; ``--thickness`` simulates slices thinner than their spacing (a gap) and
+``--told`` restores with and/or without that thickness given (``restore --slice-thickness``);
+``--only`` scores a subset of the volumes. A shipped general model restores each factor with
+its specialist for that factor, as ``transmrsr restore`` does
 (``--no-specialists``: the general model alone); the table names the file used. Prints a
 Markdown table and writes every number to ``--json``.
 
@@ -49,7 +51,7 @@ from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
-from transmrsr.io import atomic_path, load_volume
+from transmrsr.io import atomic_path, load_volume, voxel_sizes
 from transmrsr.templates import mni152_brain_mask, mni152_t1
 
 log = logging.getLogger("eval_heldout")
@@ -100,6 +102,22 @@ def main(argv: list[str] | None = None) -> int:
         "varies between scans): how much the model cares",
     )
     parser.add_argument("--axis", default="SI")
+    parser.add_argument(
+        "--thickness",
+        type=float,
+        default=1.0,
+        metavar="RATIO",
+        help="simulate slices RATIO spacings thick (below 1: a slice gap; default 1, the "
+        "SPEC's model)",
+    )
+    parser.add_argument(
+        "--told",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="restore with the simulated slice thickness given (restore --slice-thickness) "
+        "and/or without (slices assumed as thick as their spacing)",
+    )
     parser.add_argument("--json", type=Path, help="write all numbers here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -162,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (ref, masks) in volumes.items():
         axis = resolve_axis(args.axis, ref.affine)
         for factor in args.factors:
-            lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor)
+            lr_data, lr_affine = degrade(
+                ref.data, ref.affine, axis, factor, fwhm=factor * args.thickness
+            )
             lr = ref.with_data(lr_data, lr_affine)
             cubic_data, cubic_affine = upsample(lr_data, lr_affine, axis, factor, "cubic")
             cubic = lr.with_data(cubic_data, cubic_affine)
@@ -170,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
                 label: compare_volumes(cubic, ref, mask=mask, thick_axis=axis)
                 for label, mask in masks.items()
             }
+            spacing = float(voxel_sizes(lr_affine)[axis])
             runs = itertools.product(
-                args.planes, args.consistency, args.levels, args.adapt, args.precision
+                args.planes, args.consistency, args.levels, args.adapt, args.precision, args.told
             )
-            for planes, consistency, level, steps, precision in runs:
+            for planes, consistency, level, steps, precision, told in runs:
                 adapt = AdaptConfig(steps=steps) if steps else None
                 t0 = time.perf_counter()
                 restored = restore_volume(
@@ -186,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     scaler=IntensityScaler.fit(lr.data).with_gain(level),
                     adapt=adapt,
                     precision=precision,
+                    slice_thickness=spacing * args.thickness if told == "on" else None,
                 )
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
@@ -198,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                             "planes": planes,
                             "consistency": consistency,
                             "level": level,
+                            "thickness": args.thickness,
+                            "told": told,
                             "adapt_steps": steps,
                             "precision": restored.precision,
                             "model_file": Path(restored.model_source).name,
@@ -222,15 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"model: {model.source}",
         "",
-        "| volume | factor | planes | consistency | level | adapt | precision | model file "
+        "| volume | factor | thickness, told | planes | consistency | level | adapt | precision "
+        "| model file "
         "| cubic masked PSNR/SSIM | model masked PSNR/SSIM | gain masked | cubic paper PSNR/SSIM "
         "| model paper PSNR/SSIM | gain paper | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, m = r["cubic"], r["model"]
         lines.append(
-            f"| {r['volume']} | x{r['factor']:g} | {r['planes']} | {r['consistency']} | "
+            f"| {r['volume']} | x{r['factor']:g} | {r['thickness']:g}, {r['told']} | "
+            f"{r['planes']} | {r['consistency']} | "
             f"{r['level']:g} | {r['adapt_steps']} | {r['precision']} | "
             f"{r['model_file']} | "
             f"{c['psnr_masked']:.2f} / {c['ssim_masked']:.4f} | "

@@ -474,6 +474,17 @@ def test_baselines_train_through_the_same_pipeline(phantom_data, tmp_path, arch)
     assert np.isfinite(checkpoint["history"]["best_psnr"])
 
 
+def test_factor_and_thickness_ranges_from_the_command_line_reach_the_saved_config(
+    phantom_data, tmp_path
+):
+    out = tmp_path / "run"
+    args = ["train", str(phantom_data), "--arch", "edsr", "--config", "tiny", "--out", str(out)]
+    args += ["--factor-range", "3", "5", "--thickness-range", "0.6", "1", "--no-progress"]
+    assert main([*args, "--epochs", "1", "--samples-per-epoch", "4", "--stop-after", "1"]) == 0
+    pairs = json.loads((out / "config.json").read_text())["pairs"]
+    assert pairs["factor_range"] == [3.0, 5.0] and pairs["thickness_range"] == [0.6, 1.0]
+
+
 def test_time_limit_ends_the_session_with_a_checkpoint(phantom_data, tmp_path):
     data = select_data(
         [phantom_data], contrast=None, split_file=None, val=1, test=1, seed=0, contrasts=["T1"]

@@ -24,6 +24,12 @@ from transmrsr.interpolation import FWHM_TO_SIGMA, interpolate_axis
 
 log = logging.getLogger(__name__)
 
+#: Slice thickness over slice spacing that the acquisition model accepts: from slices a quarter
+#: as thick as their spacing (wide gaps) to slices three spacings thick (overlapping
+#: reconstructions). 1 is the SPEC's model, slices as thick as their spacing.
+MIN_THICKNESS = 0.25
+MAX_THICKNESS = 3.0
+
 
 def gaussian_slice_profile(factor: float, fwhm: float | None = None) -> np.ndarray:
     """Gaussian slice profile in high-resolution voxels, normalised to sum to one.

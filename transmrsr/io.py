@@ -10,7 +10,9 @@ run never leaves a half-written output behind. Bad input of any kind is reported
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 import tempfile
 import zlib
@@ -150,6 +152,42 @@ def load_volume(path: str | os.PathLike[str], *, require_signal: bool = True) ->
         "".join(nib.aff2axcodes(affine)),
     )
     return Volume(data=data, affine=affine, header=header, path=path)
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar that BIDS and dcm2niix write beside an image: ``scan.nii.gz`` ->
+    ``scan.json``."""
+    path = Path(path)
+    return path.with_name(path.name[: len(path.name) - len(_suffix(path))] + ".json")
+
+
+def sidecar_slice_thickness(path: str | os.PathLike[str]) -> float | None:
+    """``SliceThickness`` (mm) from the image's JSON sidecar, or None when there is none.
+
+    NIfTI stores the distance between slices but not their thickness; dcm2niix copies the
+    DICOM's into the sidecar, which is how a slice gap (5 mm slices every 6.5 mm) reaches a
+    NIfTI workflow. A sidecar that cannot be read or holds no usable value is logged and
+    ignored: it is optional metadata, and the image itself is still valid.
+    """
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        with open(sidecar, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s: not readable as JSON (%s); its slice thickness is not used", sidecar, exc)
+        return None
+    value = meta.get("SliceThickness") if isinstance(meta, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        log.warning("%s: SliceThickness %r is not a number; not used", sidecar, value)
+        return None
+    if not math.isfinite(value) or value <= 0:
+        log.warning("%s: SliceThickness %r is not a positive length; not used", sidecar, value)
+        return None
+    return float(value)
 
 
 def check_affine(affine: np.ndarray, *, source: str = "affine") -> None:

@@ -44,6 +44,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def slice_thickness_type(text: str) -> float | str:
+    """``--slice-thickness`` value: ``auto``, ``spacing`` or a length in mm above zero."""
+    if text in ("auto", "spacing"):
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not auto, spacing or a positive length in mm"
+        ) from None
+
+
 def profile_type(text: str) -> list[float]:
     """A slice profile given as comma-separated weights, e.g. ``0.25,0.5,0.25``."""
     try:

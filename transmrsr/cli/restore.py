@@ -14,6 +14,7 @@ from transmrsr.cli.common import (
     add_factor_arguments,
     add_network_run_arguments,
     int_at_least,
+    slice_thickness_type,
 )
 from transmrsr.devices import resolve_device
 from transmrsr.errors import TransMRSRError
@@ -25,7 +26,14 @@ from transmrsr.inference.restore import (
     load_model,
     restore_volume,
 )
-from transmrsr.io import READABLE_SUFFIXES, check_output_path, load_volume, save_volume
+from transmrsr.io import (
+    READABLE_SUFFIXES,
+    check_output_path,
+    load_volume,
+    save_volume,
+    sidecar_path,
+    sidecar_slice_thickness,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +79,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="project the result so that its simulated thick slices equal the input's (a "
-        "Gaussian slice profile as thick as the spacing; default on). --no-consistency for "
-        "scans whose slices are known to be much thinner or overlapping",
+        "Gaussian slice profile as thick as --slice-thickness; default on)",
+    )
+    parser.add_argument(
+        "--slice-thickness",
+        type=slice_thickness_type,
+        default="auto",
+        metavar="MM|auto|spacing",
+        help="acquired slice thickness in mm where it differs from the slice spacing (a gap: "
+        "5 mm slices every 6.5 mm; or overlapping slices): the adaptation and the data "
+        "consistency model slices that thick. auto (default): the SliceThickness of a "
+        "BIDS/dcm2niix JSON sidecar beside the input (scan.json for scan.nii.gz) when there "
+        "is one, else the spacing; spacing: as thick as the spacing, sidecar ignored",
     )
     add_network_run_arguments(parser)
     parser.add_argument("--like", metavar="REFERENCE", help="write onto this volume's grid")
@@ -136,6 +154,23 @@ def plan_jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     return jobs
 
 
+def slice_thickness_for(source: Path, choice: float | str) -> float | None:
+    """The slice thickness (mm) to restore ``source`` with; None: as thick as the spacing."""
+    if choice == "spacing":
+        return None
+    if choice != "auto":
+        return float(choice)
+    thickness = sidecar_slice_thickness(source)
+    if thickness is not None:
+        log.info(
+            "%s: slice thickness %g mm from %s (--slice-thickness spacing ignores it)",
+            source,
+            thickness,
+            sidecar_path(source).name,
+        )
+    return thickness
+
+
 def run(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args)
     todo = []
@@ -158,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             volume = load_volume(source)
+            thickness = slice_thickness_for(source, args.slice_thickness)
             result = restore_volume(
                 volume,
                 model,
@@ -172,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 consistency=args.consistency,
                 adapt=adapt,
                 precision=args.precision,
+                slice_thickness=thickness,
             )
             save_volume(result.volume, out, dtype=args.dtype, description=result.describe())
         except TransMRSRError as exc:

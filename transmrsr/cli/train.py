@@ -68,6 +68,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar=("LO", "HI"),
         help="thick/thin factors to simulate, drawn uniformly (e.g. 2 8)",
     )
+    parser.add_argument(
+        "--thickness-range",
+        type=positive_float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="slice thickness / slice spacing to simulate, drawn uniformly (default 1 1, the "
+        "SPEC's model; e.g. 0.6 1 for scans with slice gaps)",
+    )
     parser.add_argument("--lr", type=positive_float, help="Adam learning rate")
     parser.add_argument(
         "--arch",
@@ -95,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.factor_range:
         lo, hi = args.factor_range
         pairs = dataclasses.replace(pairs, factor_range=(float(lo), float(hi)))
+    if args.thickness_range:
+        lo, hi = args.thickness_range
+        pairs = dataclasses.replace(pairs, thickness_range=(float(lo), float(hi)))
     config = with_overrides(
         config,
         pairs=pairs,

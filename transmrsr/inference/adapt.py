@@ -92,6 +92,7 @@ def adapt_network(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     progress: bool = False,
+    thickness: float = 1.0,
 ) -> nn.Module:
     """A copy of ``network`` fine-tuned on pairs made from the scan's own in-plane images.
 
@@ -104,6 +105,8 @@ def adapt_network(
         device: where to train.
         bf16: bf16 autocast for the forward passes (weights, optimiser and loss stay fp32).
         progress: show a progress bar.
+        thickness: the scan's slice thickness over its slice spacing (below 1 with a slice
+            gap): the pairs' slices are made that thick.
 
     Returns:
         The adapted copy, in eval mode, on ``device``; ``network`` itself (with a warning)
@@ -119,6 +122,7 @@ def adapt_network(
         patch_size=patch,
         transpose=False,
         gain_range=GAIN_RANGE,
+        thickness_range=(thickness, thickness),
     )
     device = torch.device(device)
     adapted = copy.deepcopy(network).to(device).train()

@@ -11,9 +11,10 @@ projection onto ``{x : D x = y}``,
 
 removes exactly that part of the error and leaves the rest (what the thick slices cannot see)
 as the network made it. When the model of the slices is right, the true volume lies in that set,
-so the projection can only bring the estimate closer to it (never farther, in L2). When a
-scanner's slice profile differs from the model's Gaussian, the set is slightly off; restore's
-``--no-consistency`` turns the step off.
+so the projection can only bring the estimate closer to it (never farther, in L2). The
+Gaussian is as thick as the slice spacing unless the scan's slices are known to be thinner (a
+gap) or thicker (overlap): restore's ``--slice-thickness``. When a scanner's slice profile
+differs from the model's, the set is slightly off; ``--no-consistency`` turns the step off.
 """
 
 from __future__ import annotations
@@ -30,24 +31,29 @@ from transmrsr.interpolation import apply_along_axis, interpolation_matrix
 RIDGE = 1e-4
 
 
-def thick_slice_operator(n: int, m: int, factor: float) -> np.ndarray:
+def thick_slice_operator(n: int, m: int, factor: float, fwhm: float | None = None) -> np.ndarray:
     """The matrix ``D`` (``m x n``) of the thick-slice model along one line of ``n`` thin voxels.
 
     Row ``j`` is thick slice ``j``: the line blurred by the Gaussian slice profile (FWHM
-    ``factor``, mirrored edges), sampled at thin index ``(j + 0.5) factor - 0.5`` (the grid
-    convention of :mod:`transmrsr.geometry`), as :func:`transmrsr.degradation.simulate_thick`
-    does it.
+    ``fwhm`` thin voxels, by default ``factor``: slices as thick as their spacing; mirrored
+    edges), sampled at thin index ``(j + 0.5) factor - 0.5`` (the grid convention of
+    :mod:`transmrsr.geometry`), as :func:`transmrsr.degradation.simulate_thick` does it.
     """
     factor = check_factor(factor)
     if n < 2 or m < 1:
         raise TransMRSRError(f"cannot model {m} thick slices over {n} thin voxels")
-    blur = blur_through_plane(np.eye(n), 0, gaussian_slice_profile(factor)).astype(np.float64)
+    blur = blur_through_plane(np.eye(n), 0, gaussian_slice_profile(factor, fwhm)).astype(np.float64)
     positions = (np.arange(m, dtype=np.float64) + 0.5) * factor - 0.5
     return interpolation_matrix("cubic", n, positions) @ blur
 
 
 def enforce_consistency(
-    restored: np.ndarray, observed: np.ndarray, axis: int, factor: float
+    restored: np.ndarray,
+    observed: np.ndarray,
+    axis: int,
+    factor: float,
+    *,
+    fwhm: float | None = None,
 ) -> np.ndarray:
     """Project ``restored`` onto the volumes whose thick slices along ``axis`` are ``observed``.
 
@@ -56,6 +62,8 @@ def enforce_consistency(
         observed: the thick-slice input; the same shape except along ``axis``.
         axis: the thick array axis.
         factor: thick spacing / thin spacing.
+        fwhm: the slices' thickness in thin voxels (default ``factor``; less with a slice
+            gap, more when slices overlap).
 
     Returns:
         A float32 array of ``restored``'s shape.
@@ -68,7 +76,7 @@ def enforce_consistency(
             f"restored {restored.shape} and observed {observed.shape} differ off the thick axis"
         )
     n, m = int(restored.shape[axis]), int(observed.shape[axis])
-    d = thick_slice_operator(n, m, factor)
+    d = thick_slice_operator(n, m, factor, fwhm)
     gram = d @ d.T
     gram += RIDGE * float(np.mean(np.diag(gram))) * np.eye(m)
     back = np.linalg.solve(gram, d).T  # D^T (D D^T + ridge I)^-1, symmetric gram

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from transmrsr import __version__
+from transmrsr.degradation import MAX_THICKNESS, MIN_THICKNESS
 from transmrsr.devices import inference_uses_bf16
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import detect_thick_axis
@@ -205,13 +206,16 @@ class Restoration:
     slice_axes: list[int]
     model_source: str
     precision: str = "fp32"
+    #: slice thickness over slice spacing assumed for the input (1: no gap, no overlap)
+    thickness: float = 1.0
 
     def describe(self) -> str:
         """One line for the output header: tool, version, model, factor and thick axis."""
-        return (
+        line = (
             f"transmrsr {__version__} restore {Path(self.model_source).stem} "
             f"x{self.factor:.3g} axis {self.thick_axis}"
         )
+        return line if self.thickness == 1.0 else f"{line} thickness {self.thickness:.3g} spacing"
 
 
 def restore_volume(
@@ -230,6 +234,7 @@ def restore_volume(
     adapt: AdaptConfig | None = None,
     precision: str = "auto",
     resolution: float | None = None,
+    slice_thickness: float | None = None,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -248,9 +253,21 @@ def restore_volume(
     (:func:`~transmrsr.inference.adapt.adapt_network`); the loaded model is left unchanged.
     ``precision`` (``auto``, ``fp32`` or ``bf16``) sets bf16 autocast for the network and the
     adaptation; ``auto`` uses it where the hardware multiplies bf16 natively
-    (:func:`~transmrsr.devices.inference_uses_bf16`).
+    (:func:`~transmrsr.devices.inference_uses_bf16`). ``slice_thickness`` (mm) is the
+    acquired thickness of the input's slices when it differs from their spacing (a slice gap,
+    or overlapping slices): the adaptation and the data consistency then model slices that
+    thick (:func:`thickness_ratio`).
     """
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor, resolution=resolution)
+    spacing = float(voxel_sizes(volume.affine)[thick])
+    ratio = thickness_ratio(slice_thickness, spacing)
+    if ratio != 1.0:
+        log.info(
+            "slices %.3g mm thick every %.3g mm: modelled as %.3g spacings thick",
+            slice_thickness,
+            spacing,
+            ratio,
+        )
     low, high = float(volume.data.min()), float(volume.data.max())
     if resolution is not None:
         volume = volume.with_data(*resample_in_plane(volume.data, volume.affine, thick, resolution))
@@ -273,6 +290,7 @@ def restore_volume(
             device=device,
             bf16=bf16,
             progress=progress,
+            thickness=ratio,
         )
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
@@ -292,7 +310,7 @@ def restore_volume(
     out = scaler.inverse(restored)
     del restored
     if consistency:
-        out = enforce_consistency(out, volume.data, thick, k)
+        out = enforce_consistency(out, volume.data, thick, k, fwhm=k * ratio)
     np.clip(out, low, high, out=out)
     if like is not None:
         out = resample_to_grid(out, affine, like.shape, like.affine)
@@ -304,4 +322,27 @@ def restore_volume(
         axes,
         model.source,
         "bf16" if bf16 else "fp32",
+        ratio,
     )
+
+
+def thickness_ratio(slice_thickness: float | None, spacing: float) -> float:
+    """Slice thickness over slice ``spacing`` (both mm); 1 when the thickness is not given.
+
+    Refused outside what the acquisition model accepts
+    (:data:`~transmrsr.degradation.MIN_THICKNESS` to
+    :data:`~transmrsr.degradation.MAX_THICKNESS` spacings), which also catches a thickness
+    given in the wrong unit or for the wrong axis.
+    """
+    if slice_thickness is None:
+        return 1.0
+    value = float(slice_thickness)
+    if not math.isfinite(value) or value <= 0:
+        raise TransMRSRError(f"slice thickness must be a positive number of mm, got {value:g}")
+    ratio = value / spacing
+    if not MIN_THICKNESS <= ratio <= MAX_THICKNESS:
+        raise TransMRSRError(
+            f"slice thickness {value:g} mm is {ratio:.3g} times the slice spacing "
+            f"({spacing:.4g} mm); expected {MIN_THICKNESS:g} to {MAX_THICKNESS:g} times"
+        )
+    return ratio

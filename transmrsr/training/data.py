@@ -25,7 +25,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from transmrsr.degradation import simulate_interpolated_lr
+from transmrsr.degradation import MAX_THICKNESS, MIN_THICKNESS, simulate_interpolated_lr
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import ANATOMICAL_AXES
 from transmrsr.intensity import IntensityScaler
@@ -231,6 +231,12 @@ class PairConfig:
     1.3 mm, while the few training volumes sit near one pose and one voxel size. The warp is a
     cubic spline; zooms above 1 would blur the target and are refused. ``0`` and ``(1, 1)``:
     no warp.
+
+    ``thickness_range`` ``(lo, hi)``: the slice profile's FWHM as a fraction of the slice
+    spacing, drawn uniformly per pair. Clinical 2-D scans are often acquired with a gap
+    (5 mm slices every 6.5 mm: 0.77) and reconstructions sometimes overlap (above 1); the
+    adaptation to a scan of known thickness makes its pairs that way. ``(1, 1)``: slices as
+    thick as their spacing, the SPEC's model.
     """
 
     factor_range: tuple[float, float] = (4.0, 4.0)
@@ -244,9 +250,11 @@ class PairConfig:
     gain_range: tuple[float, float] = (1.0, 1.0)
     rotate_degrees: float = 0.0
     zoom_range: tuple[float, float] = (1.0, 1.0)
+    thickness_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
-        for name in ("factor_range", "noise_range", "gain_range", "zoom_range"):
+        names = ("factor_range", "noise_range", "gain_range", "zoom_range", "thickness_range")
+        for name in names:
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         lo, hi = self.noise_range
         if not 0.0 <= lo <= hi <= 0.5:
@@ -257,6 +265,12 @@ class PairConfig:
         lo, hi = self.zoom_range
         if not 0.5 <= lo <= hi <= 1.0:
             raise TransMRSRError(f"zoom range must satisfy 0.5 <= lo <= hi <= 1, got {lo}-{hi}")
+        lo, hi = self.thickness_range
+        if not MIN_THICKNESS <= lo <= hi <= MAX_THICKNESS:
+            raise TransMRSRError(
+                f"thickness range (slice FWHM / spacing) must satisfy {MIN_THICKNESS:g} <= lo "
+                f"<= hi <= {MAX_THICKNESS:g}, got {lo}-{hi}"
+            )
         object.__setattr__(self, "rotate_degrees", float(self.rotate_degrees))
         if not 0.0 <= self.rotate_degrees <= 180.0:
             raise TransMRSRError(f"rotate degrees must be in [0, 180], got {self.rotate_degrees}")
@@ -379,8 +393,12 @@ def make_pair(
         noise_rng = np.random.default_rng((*key, 1))
         sigma = float(noise_rng.uniform(*config.noise_range))
         full = add_rician_noise(full, sigma, noise_rng)
+    fwhm = None
+    if config.thickness_range != (1.0, 1.0):
+        # Its own stream, as the noise's: the rest of the pair is that of the plain one.
+        fwhm = factor * float(np.random.default_rng((*key, 4)).uniform(*config.thickness_range))
     # Degrade the whole plane, then crop both: no crop border enters the slice profile.
-    full_lr = simulate_interpolated_lr(full, 0, factor, method=config.interpolation)
+    full_lr = simulate_interpolated_lr(full, 0, factor, method=config.interpolation, fwhm=fwhm)
     r0 = int(rng.integers(0, full.shape[0] - size + 1))
     c0 = int(rng.integers(0, full.shape[1] - size + 1))
     hr = full[r0 : r0 + size, c0 : c0 + size]
