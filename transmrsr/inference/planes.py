@@ -4,6 +4,10 @@ The network sees each plane with the thick axis as rows, as in training. With tw
 (both plane orientations that contain the thick axis) the two restorations are averaged, as
 SMORE/ECLARE fuse their orthogonal passes. Memory is bounded by the batch: only ``batch_size``
 planes are on the device at a time, and results are written straight into the output array.
+
+Planes with less signal than any training plane (background outside the head, the padding of
+a large field of view) are passed through as interpolated: the network never learnt them, and
+on a 2-core CPU without bf16 units each plane costs about 0.7 s.
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ from tqdm.auto import tqdm
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.slicing import planes_axes
+from transmrsr.training.data import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
+
+
+def has_signal(planes: np.ndarray) -> np.ndarray:
+    """Which of ``planes`` ``[n, rows, cols]`` (normalised) hold enough signal to restore: the
+    criterion that drops empty planes from training."""
+    above = planes > SIGNAL_LEVEL
+    return above.reshape(len(planes), -1).mean(axis=1) >= MIN_SIGNAL_FRACTION
 
 
 @torch.no_grad()
@@ -31,6 +43,7 @@ def restore_along_planes(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     progress: bool = False,
+    skip_empty: bool = True,
 ) -> np.ndarray:
     """The network applied to every plane of ``volume`` (already interpolated, normalised).
 
@@ -44,6 +57,8 @@ def restore_along_planes(
             as ``[n, rows, cols]`` (used by validation to score a subset).
         batch_size: planes per forward pass.
         bf16: autocast to bfloat16 (GPUs, CPUs with AMX: see :mod:`transmrsr.devices`).
+        skip_empty: planes without signal (:func:`has_signal`) are returned as they are given
+            instead of through the network.
     """
     if volume.ndim != 3:
         raise TransMRSRError(f"expected a 3-D volume, got shape {volume.shape}")
@@ -70,8 +85,22 @@ def restore_along_planes(
             indices = (
                 np.arange(stack.shape[0]) if plane_indices is None else np.asarray(plane_indices)
             )
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
+            if skip_empty:
+                keep = np.array([has_signal(stack[i : i + 1])[0] for i in indices], bool)
+            else:
+                keep = np.ones(len(indices), bool)
+            done = np.empty((len(indices), *stack.shape[1:]), np.float32) if out is None else None
+            for position in np.flatnonzero(~keep):
+                plane = np.asarray(stack[indices[position]], np.float32)
+                if result is not None:
+                    result[indices[position]] += plane
+                else:
+                    done[position] = plane
+            bar.update(int((~keep).sum()))
+            run = np.flatnonzero(keep)
+            for start in range(0, len(run), batch_size):
+                positions = run[start : start + batch_size]
+                chunk = indices[positions]
                 x = torch.from_numpy(np.ascontiguousarray(stack[chunk], np.float32))
                 x = x[:, None].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -80,8 +109,10 @@ def restore_along_planes(
                 if result is not None:
                     result[chunk] += y_np
                 else:
-                    picked.append(y_np)
+                    done[positions] = y_np
                 bar.update(len(chunk))
+            if done is not None:
+                picked.append(done)
     finally:
         bar.close()
         model.train(was_training)
