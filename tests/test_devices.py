@@ -11,6 +11,7 @@ from conftest import oriented_affine, phantom
 from transmrsr.cli.main import main
 from transmrsr.degradation import degrade
 from transmrsr.devices import (
+    BF16_CPU_PROBES,
     check_precision,
     cpu_has_bf16_units,
     inference_uses_bf16,
@@ -41,13 +42,19 @@ def test_unknown_precisions_and_devices_are_refused():
     assert resolve_device("cpu") == CPU
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_means_bf16_on_gpus_and_for_restoring_on_cpus_with_bf16_units(monkeypatch, amx):
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "units"),
+    [(True, False, True), (False, True, True), (True, True, True), (False, False, False)],
+)
+def test_auto_means_bf16_on_gpus_and_for_restoring_on_cpus_with_bf16_units(
+    monkeypatch, amx, avx512_bf16, units
+):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    assert cpu_has_bf16_units() is amx
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert cpu_has_bf16_units() is units
     # Restoring: bf16 wherever the hardware has the units.
     assert inference_uses_bf16("auto", GPU)
-    assert inference_uses_bf16("auto", CPU) is amx
+    assert inference_uses_bf16("auto", CPU) is units
     # Training keeps a CPU in fp32 unless asked.
     assert uses_bf16("auto", GPU) and not uses_bf16("auto", CPU)
     for rule in (uses_bf16, inference_uses_bf16):
@@ -55,10 +62,22 @@ def test_auto_means_bf16_on_gpus_and_for_restoring_on_cpus_with_bf16_units(monke
             assert rule("bf16", device) and not rule("fp32", device)
 
 
-def test_a_torch_without_the_cpu_probe_counts_as_no_bf16_units(monkeypatch):
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+def test_a_torch_without_the_cpu_probes_counts_as_no_bf16_units(monkeypatch):
+    for name in BF16_CPU_PROBES:
+        monkeypatch.delattr(torch.cpu, name, raising=False)
     assert not cpu_has_bf16_units()
     assert not inference_uses_bf16("auto", CPU)
+
+
+def test_a_failing_probe_counts_as_no_and_does_not_hide_the_other(monkeypatch):
+    def broken() -> bool:
+        raise RuntimeError("cpuinfo unavailable")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not cpu_has_bf16_units()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert cpu_has_bf16_units()
 
 
 def test_bf16_restore_matches_fp32_to_bf16_rounding(tiny_model_file):

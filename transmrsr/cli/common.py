@@ -121,8 +121,8 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=PRECISIONS,
         help="bf16 autocast for the network (and --adapt): auto = bf16 on GPUs and on CPUs "
-        "with bf16 matrix units (Intel AMX), where it is about 1.5x faster and the result the "
-        "same to 0.01 dB; fp32 elsewhere",
+        "with bf16 matrix units (AMX or AVX512-BF16), where it is about 1.5x faster and the "
+        "result the same to 0.01 dB; fp32 elsewhere",
     )
 
 

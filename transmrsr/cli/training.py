@@ -54,7 +54,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> N
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="bf16 = bf16 autocast (fast on GPUs and on CPUs with AMX); "
+        help="bf16 = bf16 autocast (fast on GPUs and on CPUs with AMX or AVX512-BF16); "
         "auto = bf16 on a GPU, fp32 on a CPU (default)",
     )
     parser.add_argument(

@@ -56,7 +56,8 @@ def restore_along_planes(
         plane_indices: restore only these planes of the (single) slice axis and return them
             as ``[n, rows, cols]`` (used by validation to score a subset).
         batch_size: planes per forward pass.
-        bf16: autocast to bfloat16 (GPUs, CPUs with AMX: see :mod:`transmrsr.devices`).
+        bf16: autocast to bfloat16 (GPUs, CPUs with AMX or AVX512-BF16: see
+            :mod:`transmrsr.devices`).
         skip_empty: planes without signal (:func:`has_signal`) are returned as they are given
             instead of through the network.
     """

@@ -49,8 +49,8 @@ class DistContext:
         """bf16 autocast for the forward passes (weights, optimiser and losses stay fp32).
 
         ``precision="auto"`` uses it on GPUs and keeps CPUs exact fp32; ``"bf16"`` also uses it
-        on a CPU, worth it where the CPU has bf16 matrix units (Intel AMX: about 1.4x faster
-        compact training steps measured), slower elsewhere; ``"fp32"`` never.
+        on a CPU, worth it where the CPU has bf16 matrix units (AMX or AVX512-BF16; on AMX about
+        1.4x faster compact training steps measured), far slower elsewhere; ``"fp32"`` never.
         """
         return uses_bf16(self.precision, self.device)
 
