@@ -21,7 +21,7 @@ from transmrsr.inference.adapt import (
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
 from transmrsr.io import Volume, load_volume
-from transmrsr.training.data import PairConfig, make_pair
+from transmrsr.pairs import PairConfig, make_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

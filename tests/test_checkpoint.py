@@ -10,10 +10,10 @@ import torch
 
 from transmrsr.cli.main import main
 from transmrsr.errors import TransMRSRError
+from transmrsr.models.files import load_checkpoint
 from transmrsr.models.styleswin import PRESETS, StyleSwinGenerator
 from transmrsr.models.transmrsr import CENTROIDS_KEY
 from transmrsr.training.checkpoint import (
-    load_checkpoint,
     load_prior,
     rng_state,
     save_checkpoint,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from transmrsr.inference.planes import has_signal, restore_along_planes
-from transmrsr.training.data import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
+from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 
 
 class PlusOne(nn.Module):

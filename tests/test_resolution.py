@@ -20,7 +20,8 @@ from transmrsr.geometry import detect_thick_axis
 from transmrsr.inference.restore import load_model, restore_volume, warn_if_untrained_factor
 from transmrsr.interpolation import interpolate_axis, resample_axis, resample_in_plane, upsample
 from transmrsr.io import Volume, load_volume, voxel_sizes
-from transmrsr.training.checkpoint import load_model_file, save_model
+from transmrsr.models.files import load_model_file
+from transmrsr.training.checkpoint import save_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

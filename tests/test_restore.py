@@ -22,7 +22,8 @@ from transmrsr.inference.restore import (
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
 from transmrsr.io import Volume, load_volume
-from transmrsr.training.checkpoint import load_model_file, save_model
+from transmrsr.models.files import load_model_file
+from transmrsr.training.checkpoint import save_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

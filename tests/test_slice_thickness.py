@@ -28,8 +28,8 @@ from transmrsr.inference.consistency import enforce_consistency, thick_slice_ope
 from transmrsr.inference.restore import load_model, restore_volume, thickness_ratio
 from transmrsr.interpolation import apply_along_axis
 from transmrsr.io import Volume, load_volume, sidecar_path, sidecar_slice_thickness
+from transmrsr.pairs import PairConfig, make_pair
 from transmrsr.training.config import SR_PRESETS, config_from_dict, with_overrides
-from transmrsr.training.data import PairConfig, make_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

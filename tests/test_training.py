@@ -20,16 +20,12 @@ from conftest import oriented_affine, phantom, shared_file
 
 from transmrsr.cli.main import main
 from transmrsr.errors import TransMRSRError
+from transmrsr.models.files import load_checkpoint, load_model_file
 from transmrsr.models.styleswin import StyleSwinGenerator
 from transmrsr.models.transmrsr import CENTROIDS_KEY
+from transmrsr.pairs import PairConfig
 from transmrsr.training.centroids import prior_centroids
-from transmrsr.training.checkpoint import (
-    load_checkpoint,
-    load_model_file,
-    load_prior,
-    save_prior,
-    split_prior,
-)
+from transmrsr.training.checkpoint import load_prior, save_prior, split_prior
 from transmrsr.training.config import (
     PRIOR_PRESETS,
     SR_PRESETS,
@@ -37,7 +33,6 @@ from transmrsr.training.config import (
     resolve_config,
     with_overrides,
 )
-from transmrsr.training.data import PairConfig
 from transmrsr.training.distributed import DistContext, ShardedBatchSampler, setup
 from transmrsr.training.prior import train_prior
 from transmrsr.training.runs import prepare_out, select_data

@@ -16,18 +16,16 @@ from conftest import oriented_affine, phantom
 
 from transmrsr.degradation import simulate_interpolated_lr
 from transmrsr.errors import TransMRSRError
+from transmrsr.pairs import PairConfig, add_rician_noise, warp_plane
 from transmrsr.training.config import SR_PRESETS, config_from_dict, with_overrides
 from transmrsr.training.data import (
-    PairConfig,
     PairDataset,
     Split,
     VolumeRecord,
-    add_rician_noise,
     discover_volumes,
     parse_name,
     read_record,
     split_subjects,
-    warp_plane,
 )
 
 
@@ -49,6 +47,40 @@ def test_names_give_subject_and_contrast(name, contrast, expected):
 def test_unknown_contrast_asks_for_the_flag():
     with pytest.raises(TransMRSRError, match="--contrast"):
         parse_name("brain.nii.gz")
+
+
+def test_a_bids_tree_gives_its_anatomical_images_only(tmp_path):
+    # Sessions, other datatypes and derivatives, as a BIDS dataset has them: only the T1w,
+    # T2w and FLAIR images are training volumes, and a subject's sessions stay one subject.
+    payload = _nifti_bytes(phantom((8, 8, 6)), oriented_affine("LAS"))
+    files = [
+        "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz",
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-mprage_T1w.nii.gz",
+        "sub-01/ses-1/func/sub-01_ses-1_task-rest_bold.nii.gz",
+        "sub-02/anat/sub-02_T2w.nii.gz",
+        "sub-02/anat/sub-02_FLAIR.nii.gz",
+        "sub-02/dwi/sub-02_dwi.nii.gz",
+        "derivatives/fmriprep/sub-01/anat/sub-01_desc-preproc_T1w.nii.gz",
+        "derivatives/masks/sub-02_desc-brain_mask.nii.gz",
+        "sourcedata/sub-03_T1w.nii.gz",
+        ".git/annex/sub-04_T1w.nii.gz",
+    ]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(payload)
+    (tmp_path / "participants.tsv").write_text("participant_id\nsub-01\nsub-02\n")
+    records = discover_volumes([tmp_path])
+    assert [(r.subject, r.contrast, r.name) for r in records] == [
+        ("sub-01", "T1", "sub-01_ses-1_T1w.nii.gz"),
+        ("sub-01", "T1", "sub-01_ses-2_acq-mprage_T1w.nii.gz"),
+        ("sub-02", "FLAIR", "sub-02_FLAIR.nii.gz"),
+        ("sub-02", "T2", "sub-02_T2w.nii.gz"),
+    ]
+    # A derivatives folder given itself is searched: its preprocessed T1w counts.
+    derived = discover_volumes([tmp_path / "derivatives" / "fmriprep"])
+    assert [(r.subject, r.contrast) for r in derived] == [("sub-01", "T1")]
+    split = split_subjects(records, val=1, test=0, seed=0)
+    assert sorted(split.train + split.val) == ["sub-01", "sub-02"]
 
 
 def _nifti_bytes(data, affine) -> bytes:

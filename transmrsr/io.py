@@ -117,41 +117,68 @@ def load_volume(path: str | os.PathLike[str], *, require_signal: bool = True) ->
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TransMRSRError(f"{path}: cannot read as an image ({reason})") from None
+    header = image.header if isinstance(image.header, nib.Nifti1Header) else None
+    return volume_from_array(
+        raw, image.affine, header=header, path=path, source=str(path), require_signal=require_signal
+    )
 
+
+def volume_from_array(
+    raw: np.ndarray,
+    affine: np.ndarray,
+    *,
+    header: nib.Nifti1Header | None = None,
+    path: Path | None = None,
+    source: str = "image",
+    require_signal: bool = True,
+) -> Volume:
+    """One checked 3-D float32 :class:`Volume` from an array and its voxel-to-world affine.
+
+    The checks of :func:`load_volume`, for arrays that come from a file or from memory (the
+    Python interface takes numpy arrays and nibabel images): a 4-D array with a single volume
+    loses its last axis; anything else that is not one 3-D volume, complex or non-finite
+    voxels, a volume without signal (with ``require_signal``) and an affine that is not a grid
+    are refused with a :class:`TransMRSRError` whose message starts with ``source``.
+    """
+    raw = np.asanyarray(raw)
     if raw.ndim == 4 and raw.shape[3] == 1:
         raw = raw[..., 0]
     if raw.ndim == 4:
         raise TransMRSRError(
-            f"{path}: is a 4-D series of {raw.shape[3]} volumes; give one 3-D volume "
+            f"{source}: is a 4-D series of {raw.shape[3]} volumes; give one 3-D volume "
             "(e.g. extract it with fslroi or nibabel)"
         )
     if raw.ndim != 3:
         raise TransMRSRError(
-            f"{path}: has {raw.ndim} dimensions {raw.shape}; expected a 3-D volume"
+            f"{source}: has {raw.ndim} dimensions {raw.shape}; expected a 3-D volume"
         )
     if min(raw.shape) < 2:
-        raise TransMRSRError(f"{path}: shape {raw.shape} is not a 3-D volume (an axis of size 1)")
+        raise TransMRSRError(f"{source}: shape {raw.shape} is not a 3-D volume (an axis of size 1)")
     if np.iscomplexobj(raw):
-        raise TransMRSRError(f"{path}: complex-valued data is not supported")
-
-    data = np.asarray(raw, dtype=np.float32)
+        raise TransMRSRError(f"{source}: complex-valued data is not supported")
+    try:
+        data = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise TransMRSRError(f"{source}: voxels of type {raw.dtype} are not numbers") from None
     n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if n_bad:
-        raise TransMRSRError(f"{path}: {n_bad} voxels are NaN or infinite")
+        raise TransMRSRError(f"{source}: {n_bad} voxels are NaN or infinite")
     if require_signal and float(data.max()) == float(data.min()):
-        raise TransMRSRError(f"{path}: every voxel has the value {float(data.min()):g}; no image")
+        raise TransMRSRError(f"{source}: every voxel has the value {float(data.min()):g}; no image")
 
-    affine = np.asarray(image.affine, dtype=np.float64)
-    check_affine(affine, source=str(path))
-    header = image.header if isinstance(image.header, nib.Nifti1Header) else None
+    try:
+        grid = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TransMRSRError(f"{source}: the voxel-to-world affine is not a 4x4 matrix") from None
+    check_affine(grid, source=source)
     log.debug(
         "read %s: shape %s, voxel %s mm, %s",
-        path,
+        source,
         data.shape,
-        voxel_sizes(affine),
-        "".join(nib.aff2axcodes(affine)),
+        voxel_sizes(grid),
+        "".join(nib.aff2axcodes(grid)),
     )
-    return Volume(data=data, affine=affine, header=header, path=path)
+    return Volume(data=data, affine=grid, header=header, path=path)
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -278,24 +305,21 @@ def _cast(data: np.ndarray, dtype: str) -> np.ndarray:
 DESCRIP_LENGTH = 79
 
 
-def save_volume(
+def to_nifti(
     volume: Volume,
-    path: str | os.PathLike[str],
     *,
     dtype: str = "float32",
     description: str | None = None,
-) -> Path:
-    """Write a volume as NIfTI, atomically, with qform and sform both equal to its affine.
+    source: str = "output",
+) -> nib.Nifti1Image:
+    """The NIfTI image :func:`save_volume` writes, in memory: qform and sform equal to the
+    volume's affine, the source header's codes and description kept, units millimetres.
 
-    The file is first written to a hidden temporary file in the target folder and then renamed
-    over the target, so readers never see a partial file and an interrupted run leaves nothing.
-    When the source header was a NIfTI, its sform/qform codes (e.g. MNI vs scanner space) and
-    description carry over; units are set to millimetres. ``description`` replaces the
-    header's ``descrip`` (what ``fslhd`` and ``mri_info`` show; cut to its 79 characters), so
-    a derived file says what made it.
+    ``description`` replaces the header's ``descrip`` (what ``fslhd`` and ``mri_info`` show;
+    cut to its 79 characters), so a derived image says what made it. The Python interface
+    returns these images, and the commands write the same ones, so both give the same file.
     """
-    out = check_output_path(path)
-    check_affine(volume.affine, source=str(out))
+    check_affine(volume.affine, source=source)
     data = _cast(np.asarray(volume.data), dtype)
     header = nib.Nifti1Header()
     sform_code = qform_code = 1
@@ -314,8 +338,28 @@ def save_volume(
         image.set_qform(None, code=0)
     image.header.set_xyzt_units(xyz="mm", t="sec")
     image.header.set_data_dtype(data.dtype)
+    return image
 
+
+def save_volume(
+    volume: Volume,
+    path: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+    description: str | None = None,
+) -> Path:
+    """Write a volume as NIfTI, atomically, with qform and sform both equal to its affine.
+
+    The file is first written to a hidden temporary file in the target folder and then renamed
+    over the target, so readers never see a partial file and an interrupted run leaves nothing.
+    When the source header was a NIfTI, its sform/qform codes (e.g. MNI vs scanner space) and
+    description carry over; units are set to millimetres. ``description`` replaces the
+    header's ``descrip`` (what ``fslhd`` and ``mri_info`` show; cut to its 79 characters), so
+    a derived file says what made it.
+    """
+    out = check_output_path(path)
+    image = to_nifti(volume, dtype=dtype, description=description, source=str(out))
     with atomic_path(out, suffix=_suffix(out)) as tmp_name:
         nib.save(image, tmp_name)
-    log.debug("wrote %s: shape %s, %s", out, data.shape, data.dtype)
+    log.debug("wrote %s: shape %s, %s", out, image.shape, image.get_data_dtype())
     return out

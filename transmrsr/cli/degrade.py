@@ -6,9 +6,7 @@ import argparse
 import logging
 import time
 
-import numpy as np
-
-from transmrsr import __version__
+from transmrsr.api import run_degrade
 from transmrsr.cli.common import (
     add_axis_argument,
     add_dtype_argument,
@@ -16,8 +14,7 @@ from transmrsr.cli.common import (
     positive_float,
     profile_type,
 )
-from transmrsr.degradation import degrade
-from transmrsr.geometry import axis_name, check_factor, resolve_axis
+from transmrsr.geometry import axis_name, check_factor
 from transmrsr.io import check_output_path, load_volume, save_volume, voxel_sizes
 
 log = logging.getLogger(__name__)
@@ -62,29 +59,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    factor = check_factor(args.factor)
+    check_factor(args.factor)  # before the paths: the errors come in the order they always did
     output = check_output_path(args.output, args.input)
-    volume = load_volume(args.input)
-    axis = resolve_axis(args.axis, volume.affine)
-    profile = None if args.profile is None else np.asarray(args.profile)
-    data, affine = degrade(
-        volume.data, volume.affine, axis, factor, fwhm=args.fwhm, profile=profile
+    result = run_degrade(
+        load_volume(args.input),
+        factor=args.factor,
+        axis=args.axis,
+        fwhm=args.fwhm,
+        profile=args.profile,
     )
-    save_volume(
-        volume.with_data(data, affine),
-        output,
-        dtype=args.dtype,
-        description=f"transmrsr {__version__} degrade x{factor:.3g} axis {axis}",
-    )
+    save_volume(result.volume, output, dtype=args.dtype, description=result.description)
     log.info(
         "degraded %s along axis %d (%s) by %.4g: %s -> %s, voxel %s mm, in %.1f s",
         args.input,
-        axis,
-        axis_name(axis, volume.affine),
-        factor,
-        volume.shape,
-        data.shape,
-        "x".join(f"{z:.3g}" for z in voxel_sizes(affine)),
+        result.axis,
+        axis_name(result.axis, result.source.affine),
+        result.factor,
+        result.source.shape,
+        result.volume.shape,
+        "x".join(f"{z:.3g}" for z in voxel_sizes(result.volume.affine)),
         time.perf_counter() - start,
     )
     return 0

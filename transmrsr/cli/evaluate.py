@@ -7,9 +7,12 @@ import json
 import logging
 import sys
 
-from transmrsr.evaluation.compare import Comparison, compare_volumes
+from transmrsr.api import run_evaluate
+from transmrsr.cli.common import positive_float
+from transmrsr.evaluation.compare import Comparison
 from transmrsr.geometry import axis_name
 from transmrsr.io import load_volume
+from transmrsr.stripes import stripe_ratio
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--slice-axis", metavar="A", help="slice along this axis instead (0, 1, 2 or LR, AP, SI)"
     )
+    parser.add_argument(
+        "--factor",
+        type=positive_float,
+        metavar="F",
+        help="slab period along the thick axis in reference voxels (the restoration factor): "
+        "also measure the slab-stripe index of prediction and reference",
+    )
+    parser.add_argument(
+        "--input",
+        metavar="THICK",
+        help="the thick-slice scan that was restored: the slab-stripe index of its cubic "
+        "interpolation is measured beside the prediction's (thick axis and factor from it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     parser.set_defaults(func=run)
 
@@ -59,18 +75,39 @@ def format_table(rows: dict[str, Comparison]) -> str:
     return "\n".join(lines)
 
 
+def format_stripes(result: Comparison) -> str:
+    """The slab-stripe indices, one line (cubic's only when the thick input was given)."""
+    parts = [
+        f"prediction {result.stripe_index:.4f}",
+        f"reference {result.stripe_index_reference:.4f}",
+    ]
+    if result.stripe_index_cubic is not None:
+        ratio = stripe_ratio(result.stripe_index, result.stripe_index_cubic)
+        parts.append(f"cubic {result.stripe_index_cubic:.4f} (prediction/cubic {ratio:.2f})")
+    return "slab-stripe index: " + ", ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     pred = load_volume(args.pred, require_signal=False)
     ref = load_volume(args.ref)
     mask = load_volume(args.mask, require_signal=False) if args.mask else None
-    result = compare_volumes(
-        pred, ref, mask=mask, thick_axis=args.thick_axis, slice_axis=args.slice_axis
+    thick = load_volume(args.input) if args.input else None
+    result = run_evaluate(
+        pred,
+        ref,
+        mask=mask,
+        thick_axis=args.thick_axis,
+        slice_axis=args.slice_axis,
+        factor=args.factor,
+        thick_input=thick,
     )
     if args.json:
         json.dump({"pred": args.pred, "ref": args.ref, **result.to_dict()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_table({"prediction": result}) + "\n")
+        if result.stripe_index is not None:
+            sys.stdout.write(format_stripes(result) + "\n")
         log.info(
             "paper protocol over %d slices along %s; brain mask: %s (%d voxels)",
             result.n_slices,

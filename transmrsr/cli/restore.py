@@ -7,8 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from transmrsr.api import run_restore
 from transmrsr.cli.common import (
-    adapt_config,
     add_axis_argument,
     add_dtype_argument,
     add_factor_arguments,
@@ -24,16 +24,8 @@ from transmrsr.inference.restore import (
     PLANE_CHOICES,
     SHIPPED_MODELS,
     load_model,
-    restore_volume,
 )
-from transmrsr.io import (
-    READABLE_SUFFIXES,
-    check_output_path,
-    load_volume,
-    save_volume,
-    sidecar_path,
-    sidecar_slice_thickness,
-)
+from transmrsr.io import READABLE_SUFFIXES, check_output_path, load_volume, save_volume
 
 log = logging.getLogger(__name__)
 
@@ -154,23 +146,6 @@ def plan_jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     return jobs
 
 
-def slice_thickness_for(source: Path, choice: float | str) -> float | None:
-    """The slice thickness (mm) to restore ``source`` with; None: as thick as the spacing."""
-    if choice == "spacing":
-        return None
-    if choice != "auto":
-        return float(choice)
-    thickness = sidecar_slice_thickness(source)
-    if thickness is not None:
-        log.info(
-            "%s: slice thickness %g mm from %s (--slice-thickness spacing ignores it)",
-            source,
-            thickness,
-            sidecar_path(source).name,
-        )
-    return thickness
-
-
 def run(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args)
     todo = []
@@ -183,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
         todo.append((source, out))
     if not todo:
         return 0
-    adapt = adapt_config(args)
     device = resolve_device(args.device)
     model = load_model(args.model)
     like = load_volume(args.like, require_signal=False) if args.like else None
@@ -193,10 +167,10 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             volume = load_volume(source)
-            thickness = slice_thickness_for(source, args.slice_thickness)
-            result = restore_volume(
+            # The Python interface's restore (transmrsr.restore), with what this log needs.
+            result = run_restore(
                 volume,
-                model,
+                model=model,
                 axis=args.axis,
                 factor=args.factor,
                 resolution=args.resolution,
@@ -206,9 +180,9 @@ def run(args: argparse.Namespace) -> int:
                 device=device,
                 progress=not args.no_progress,
                 consistency=args.consistency,
-                adapt=adapt,
+                adapt=args.adapt,
                 precision=args.precision,
-                slice_thickness=thickness,
+                slice_thickness=args.slice_thickness,
             )
             save_volume(result.volume, out, dtype=args.dtype, description=result.describe())
         except TransMRSRError as exc:

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from transmrsr.cli.common import int_at_least, positive_float
-from transmrsr.cli.training import add_run_arguments, prepare_run, start
+from transmrsr.cli.training import add_run_arguments, prepare_run, start, synthetic_of
 from transmrsr.errors import TransMRSRError
 from transmrsr.models.registry import list_architectures
 from transmrsr.training.config import (
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         perceptual=args.perceptual,
         vgg_weights=args.vgg_weights,
         lr=args.lr,
+        synthetic=synthetic_of(args),
     )
     if args.prior is not None and not Path(args.prior).is_file():
         raise TransMRSRError(f"{args.prior}: no such prior file")

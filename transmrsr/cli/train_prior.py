@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from transmrsr.cli.common import int_at_least
-from transmrsr.cli.training import add_run_arguments, prepare_run, start
+from transmrsr.cli.training import add_run_arguments, prepare_run, start, synthetic_of
 from transmrsr.training.config import resolve_config, with_overrides
 from transmrsr.training.distributed import process_group
 from transmrsr.training.prior import train_prior
@@ -33,7 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, "prior")
-    config = with_overrides(config, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    config = with_overrides(
+        config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        synthetic=synthetic_of(args),
+    )
     ctx, out = start(args)
     with process_group(ctx):
         resume_from, data = prepare_run(args, ctx, out, config)

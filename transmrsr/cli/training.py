@@ -7,10 +7,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from transmrsr.cli.common import int_at_least
+from transmrsr.cli.common import fraction, int_at_least
 from transmrsr.devices import PRECISIONS
 from transmrsr.training.distributed import DistContext, barrier, setup
 from transmrsr.training.runs import RunData, prepare_out, select_data
+from transmrsr.training.synthetic import (
+    CONTRASTS,
+    HeadConfig,
+    LabelTables,
+    SyntheticConfig,
+    discover_label_maps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,62 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> N
         help="processes that make training samples beside the training loop (default 0: "
         "in the loop; on a GPU a few keep it fed). Items are seeded by index, so the "
         "samples, and the run, do not depend on N",
+    )
+
+    synthetic = parser.add_argument_group(
+        "synthetic heads",
+        "whole heads made from label maps (SynthSeg/SynthSR recipe) mixed into the training "
+        "samples; the run's config records it",
+    )
+    synthetic.add_argument(
+        "--synthetic",
+        metavar="DIR",
+        help="folder of label maps and their tables (SynthSeg layout: generation_labels.npy, "
+        "generation_classes.npy, prior_means_t1.npy, prior_stds_t1.npy)",
+    )
+    synthetic.add_argument(
+        "--synthetic-ratio",
+        type=fraction,
+        default=0.3,
+        metavar="R",
+        help="fraction of training samples from synthetic heads (default 0.3)",
+    )
+    synthetic.add_argument(
+        "--synthetic-contrast",
+        choices=CONTRASTS,
+        default="t1",
+        help="t1: T1-like intensity priors; random: uniform per tissue (T2-, PD-, FLAIR-like "
+        "heads appear) (default t1)",
+    )
+    synthetic.add_argument(
+        "--synthetic-count",
+        type=int_at_least(1),
+        default=40,
+        metavar="N",
+        help="heads in the run's pool, made once and cached in OUT/synthetic (default 40)",
+    )
+    synthetic.add_argument(
+        "--synthetic-val-maps",
+        type=int_at_least(0),
+        default=2,
+        metavar="N",
+        help="label maps (anatomies) kept out of training, chosen by the seed (default 2)",
+    )
+
+
+def synthetic_of(args: argparse.Namespace) -> SyntheticConfig | None:
+    """The synthetic-head settings the options ask for (``None`` without ``--synthetic``)."""
+    if args.synthetic is None:
+        return None
+    # Check the folder now, before a run folder is made or any volume read.
+    LabelTables.load(args.synthetic)
+    discover_label_maps(args.synthetic)
+    return SyntheticConfig(
+        labels=str(Path(args.synthetic).resolve()),
+        ratio=args.synthetic_ratio,
+        count=args.synthetic_count,
+        val_maps=args.synthetic_val_maps,
+        head=HeadConfig(contrast=args.synthetic_contrast),
     )
 
 

@@ -6,10 +6,10 @@ import argparse
 import logging
 import time
 
-from transmrsr import __version__
+from transmrsr.api import run_upsample
 from transmrsr.cli.common import add_axis_argument, add_dtype_argument, add_factor_arguments
-from transmrsr.geometry import axis_name, detect_thick_axis
-from transmrsr.interpolation import METHODS, resample_in_plane, resample_to_grid, upsample
+from transmrsr.geometry import axis_name
+from transmrsr.interpolation import METHODS
 from transmrsr.io import check_output_path, load_volume, save_volume, voxel_sizes
 
 log = logging.getLogger(__name__)
@@ -44,34 +44,25 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     inputs = [args.input] + ([args.like] if args.like else [])
     output = check_output_path(args.output, *inputs)
-    volume = load_volume(args.input)
-    axis, factor = detect_thick_axis(
-        volume.affine, axis=args.axis, factor=args.factor, resolution=args.resolution
+    result = run_upsample(
+        load_volume(args.input),
+        factor=args.factor,
+        axis=args.axis,
+        method=args.method,
+        resolution=args.resolution,
+        like=args.like,
     )
-    data, affine = volume.data, volume.affine
-    if args.resolution is not None:
-        data, affine = resample_in_plane(data, affine, axis, args.resolution)
-    data, affine = upsample(data, affine, axis, factor, args.method)
-    if args.like:
-        reference = load_volume(args.like, require_signal=False)
-        data = resample_to_grid(data, affine, reference.shape, reference.affine)
-        affine = reference.affine
-    save_volume(
-        volume.with_data(data, affine),
-        output,
-        dtype=args.dtype,
-        description=f"transmrsr {__version__} upsample {args.method} x{factor:.3g} axis {axis}",
-    )
+    save_volume(result.volume, output, dtype=args.dtype, description=result.description)
     log.info(
         "upsampled %s along axis %d (%s) by %.4g with %s: %s -> %s, voxel %s mm, in %.1f s",
         args.input,
-        axis,
-        axis_name(axis, volume.affine),
-        factor,
+        result.axis,
+        axis_name(result.axis, result.source.affine),
+        result.factor,
         args.method,
-        volume.shape,
-        data.shape,
-        "x".join(f"{z:.3g}" for z in voxel_sizes(affine)),
+        result.source.shape,
+        result.volume.shape,
+        "x".join(f"{z:.3g}" for z in voxel_sizes(result.volume.affine)),
         time.perf_counter() - start,
     )
     return 0

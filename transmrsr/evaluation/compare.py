@@ -16,6 +16,7 @@ from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation.metrics import auto_brain_mask, masked_volume_metrics, paper_protocol
 from transmrsr.geometry import ANATOMICAL_AXES, grid_overlap, resolve_axis
 from transmrsr.io import Volume
+from transmrsr.stripes import head_mask, stripe_index
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ class Comparison:
     slice_axis: int
     voxels_compared: int
     grid_shift: tuple[int, int, int]
+    #: slab-stripe indices (:mod:`transmrsr.stripes`) of the prediction, the reference and
+    #: cubic interpolation of the thick input, in the reference's head mask (``None``: not
+    #: measured: no slab period given, or too few slabs)
+    stripe_index: float | None = None
+    stripe_index_reference: float | None = None
+    stripe_index_cubic: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -68,6 +75,8 @@ def compare_volumes(
     mask: Volume | None = None,
     thick_axis: str | int | None = None,
     slice_axis: str | int | None = None,
+    period: float | None = None,
+    cubic: Volume | None = None,
 ) -> Comparison:
     """Score ``pred`` against ``ref`` on their common grid.
 
@@ -84,6 +93,10 @@ def compare_volumes(
             reference is used.
         thick_axis: the restored axis (on ``ref``), which selects the paper-protocol slicing.
         slice_axis: slice along this axis of ``ref`` instead.
+        period: the slab period along ``thick_axis`` in voxels (the restoration factor): the
+            slab-stripe indices of prediction and reference are measured too.
+        cubic: cubic interpolation of the thick input on the reference grid, whose index is
+            measured beside them (the level a restoration's index is read against).
     """
     overlap = grid_overlap(pred.shape, pred.affine, ref.shape, ref.affine)
     if overlap is None:
@@ -118,6 +131,18 @@ def compare_volumes(
         raise TransMRSRError("the slice axis must differ from the thick axis")
     slices = paper_protocol(p, r, slice_axis=axis)
     volume = masked_volume_metrics(p, r, m)
+    stripes: dict[str, float | None] = {}
+    if period is not None:
+        if thick is None:
+            raise TransMRSRError("the slab-stripe index needs the thick axis (--thick-axis)")
+        head = head_mask(r)
+        arrays = {"stripe_index": p, "stripe_index_reference": r}
+        if cubic is not None:
+            if cubic.shape != ref.shape or not np.allclose(cubic.affine, ref.affine, atol=1e-3):
+                raise TransMRSRError("the interpolated input must be on the reference grid")
+            arrays["stripe_index_cubic"] = cubic.data[overlap.b_slices]
+        for name, array in arrays.items():
+            stripes[name] = stripe_index(array, thick, period, mask=head)
     return Comparison(
         psnr_paper=float(slices.psnr),
         ssim_paper=float(slices.ssim),
@@ -131,4 +156,5 @@ def compare_volumes(
         slice_axis=axis,
         voxels_compared=int(p.size),
         grid_shift=overlap.shift,
+        **stripes,
     )

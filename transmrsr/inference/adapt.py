@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from transmrsr.errors import TransMRSRError
-from transmrsr.training.data import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL, PairConfig, make_pair
+from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL, PairConfig, make_pair
 
 log = logging.getLogger(__name__)
 

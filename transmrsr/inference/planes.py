@@ -20,8 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from transmrsr.errors import TransMRSRError
+from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 from transmrsr.slicing import planes_axes
-from transmrsr.training.data import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 
 
 def has_signal(planes: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transmrsr import __version__
+from transmrsr._version import __version__
 from transmrsr.degradation import MAX_THICKNESS, MIN_THICKNESS
 from transmrsr.devices import inference_uses_bf16
 from transmrsr.errors import TransMRSRError
@@ -36,8 +36,10 @@ from transmrsr.inference.planes import restore_along_planes
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import resample_in_plane, resample_to_grid, upsample
 from transmrsr.io import Volume, voxel_sizes
+from transmrsr.models.files import load_checkpoint, load_model_file
 from transmrsr.models.registry import build_model, config_from_dict
 from transmrsr.slicing import planes_axes
+from transmrsr.stripes import WARN_RATIO, head_mask, stripe_index, stripe_ratio
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,6 @@ def load_model(
     A shipped general model comes with its :data:`SPECIALISTS` (unless ``specialists`` is
     false), which :func:`restore_volume` picks by the scan's factor.
     """
-    from transmrsr.training.checkpoint import load_checkpoint, load_model_file
-
     key = str(model)
     path = shipped_model_path(key) if key in SHIPPED_MODELS else Path(key)
     if not path.exists():
@@ -208,6 +208,10 @@ class Restoration:
     precision: str = "fp32"
     #: slice thickness over slice spacing assumed for the input (1: no gap, no overlap)
     thickness: float = 1.0
+    #: slab-stripe index (:mod:`transmrsr.stripes`) of the output and of cubic interpolation
+    #: of the same input (``None`` when the volume holds too few slabs to measure it)
+    stripe_index: float | None = None
+    cubic_stripe_index: float | None = None
 
     def describe(self) -> str:
         """One line for the output header: tool, version, model, factor and thick axis."""
@@ -293,6 +297,8 @@ def restore_volume(
             thickness=ratio,
         )
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
+    head = head_mask(data)
+    cubic_stripes = _stripes(data, thick, k, head)
     axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
     normalised = scaler(data)
     del data  # arrays of the output's size are dropped as soon as they are used up
@@ -312,6 +318,8 @@ def restore_volume(
     if consistency:
         out = enforce_consistency(out, volume.data, thick, k, fwhm=k * ratio)
     np.clip(out, low, high, out=out)
+    stripes = _stripes(out, thick, k, head)
+    _report_stripes(stripes, cubic_stripes)
     if like is not None:
         out = resample_to_grid(out, affine, like.shape, like.affine)
         affine = like.affine
@@ -323,7 +331,35 @@ def restore_volume(
         model.source,
         "bf16" if bf16 else "fp32",
         ratio,
+        stripes,
+        cubic_stripes,
     )
+
+
+def _stripes(data: np.ndarray, thick: int, k: float, mask: np.ndarray) -> float | None:
+    """The slab-stripe index, or ``None`` where the volume holds too few slabs for it."""
+    try:
+        return stripe_index(data, thick, k, mask=mask)
+    except TransMRSRError as exc:
+        log.debug("slab-stripe index not measured: %s", exc)
+        return None
+
+
+def _report_stripes(ours: float | None, cubic: float | None) -> None:
+    """Log the output's slab-stripe index against cubic's; warn when it is well above."""
+    if ours is None or cubic is None:
+        return
+    ratio = stripe_ratio(ours, cubic)
+    log.info("slab-stripe index %.4f (cubic interpolation %.4f: %.2f times)", ours, cubic, ratio)
+    if ratio > WARN_RATIO:
+        log.warning(
+            "the output repeats detail with the slab period %.2f times as much as cubic "
+            "interpolation (slab-stripe index %.4f against %.4f): look at sagittal and coronal "
+            "views for horizontal stripes one slab apart",
+            ratio,
+            ours,
+            cubic,
+        )
 
 
 def thickness_ratio(slice_thickness: float | None, spacing: float) -> float:

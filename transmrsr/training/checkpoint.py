@@ -9,6 +9,9 @@ A *prior file* is the product of stage 1 that stage 2 consumes: the EMA generato
 once :func:`~transmrsr.training.centroids.prior_centroids` has run, the SDT centroids, in a
 safetensors file whose metadata holds the StyleSwin config as JSON. Safetensors loads without
 unpickling, so a prior from elsewhere cannot run code.
+
+Checkpoints and model files are read by :mod:`transmrsr.models.files` (inference reads them
+too, and must not depend on training code); this module writes them.
 """
 
 from __future__ import annotations
@@ -28,13 +31,12 @@ from safetensors.torch import load_file, save_file
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.io import atomic_path
+from transmrsr.models.files import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MODEL_FORMAT
 from transmrsr.models.styleswin import StyleSwinConfig
 from transmrsr.models.transmrsr import CENTROIDS_KEY
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "transmrsr-checkpoint"
-CHECKPOINT_VERSION = 1
 PRIOR_FORMAT = "transmrsr-prior"
 
 
@@ -67,30 +69,6 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
         torch.save(payload, tmp)
     log.debug("checkpoint written: %s", out)
     return out
-
-
-def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; clear errors for anything else.
-
-    Checkpoints hold optimiser and RNG states (NumPy arrays, tuples), so they are unpickled with
-    ``weights_only=False``: load only checkpoints you made. Weights to share go in prior files
-    or safetensors model files instead.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TransMRSRError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch.load raises many types for a truncated or foreign file
-        raise TransMRSRError(f"{path}: cannot read the checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TransMRSRError(f"{path}: not a transmrsr checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise TransMRSRError(
-            f"{path}: checkpoint version {state.get('version')} is not supported "
-            f"(this transmrsr reads version {CHECKPOINT_VERSION})"
-        )
-    return state
 
 
 def save_prior(
@@ -135,7 +113,6 @@ def load_prior(
     return tensors, config, json.loads(metadata.get("info", "{}"))
 
 
-MODEL_FORMAT = "transmrsr-model"
 #: Prefix of the stage-1 discriminator's weights inside a prior file (the optional perceptual
 #: backbone of stage 2); :func:`split_prior` separates them from the generator's.
 DISCRIMINATOR_PREFIX = "discriminator."
@@ -180,22 +157,3 @@ def save_model(
     with atomic_path(out, suffix=".safetensors") as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return out
-
-
-def load_model_file(
-    path: str | os.PathLike[str],
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Read a model file: ``(float32 state_dict, network config dict, info)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise TransMRSRError(f"{path}: no such model file")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TransMRSRError(f"{path}: cannot read the model ({exc})") from None
-    if metadata.get("format") != MODEL_FORMAT or "config" not in metadata:
-        raise TransMRSRError(f"{path}: not a transmrsr model file")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    return state, json.loads(metadata["config"]), json.loads(metadata.get("info", "{}"))

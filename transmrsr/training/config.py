@@ -20,7 +20,8 @@ from transmrsr.models import registry, styleswin
 from transmrsr.models import transmrsr as transmrsr_model
 from transmrsr.models.styleswin import StyleSwinConfig
 from transmrsr.models.transmrsr import TransMRSRConfig
-from transmrsr.training.data import PairConfig
+from transmrsr.pairs import PairConfig
+from transmrsr.training.synthetic import SyntheticConfig
 
 PERCEPTUAL_BACKBONES = ("vgg19", "discriminator")
 
@@ -40,6 +41,7 @@ class PriorTrainConfig:
         val, test: subjects kept out (count or fraction) when no split file is given; use the
             same values and seed for stage 2 so that both stages see the same split.
         seed: every random choice of the run.
+        synthetic: synthetic heads from label maps mixed into the slices (``None``: none).
     """
 
     model: StyleSwinConfig = field(default_factory=StyleSwinConfig)
@@ -56,10 +58,12 @@ class PriorTrainConfig:
     val: float | int = 0.1
     test: float | int = 0.1
     seed: int = 0
+    synthetic: SyntheticConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, Mapping):
             object.__setattr__(self, "model", StyleSwinConfig(**self.model))
+        _synthetic_from_dict(self)
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         _positive(self, "batch_size", "steps", "r1_every", "sample_every", "checkpoint_every")
         _positive(self, "log_every", "lr")
@@ -94,6 +98,7 @@ class SRTrainConfig:
         val_factors: factors the validation volumes are degraded with (PSNR averaged).
         val_max_planes: validation planes per volume (evenly spaced); ``None`` = all.
         checkpoint_every, log_every: in steps; a checkpoint is also written every epoch.
+        synthetic: synthetic heads from label maps mixed into the pairs (``None``: none).
     """
 
     arch: str = "transmrsr"
@@ -118,8 +123,10 @@ class SRTrainConfig:
     val: float | int = 0.1
     test: float | int = 0.1
     seed: int = 0
+    synthetic: SyntheticConfig | None = None
 
     def __post_init__(self) -> None:
+        _synthetic_from_dict(self)
         if self.arch not in registry.list_architectures():
             raise TransMRSRError(
                 f"unknown arch {self.arch!r}; choose one of "
@@ -155,6 +162,14 @@ class SRTrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": "sr", **asdict(self)}
+
+
+def _synthetic_from_dict(config: Any) -> None:
+    if isinstance(config.synthetic, Mapping):
+        try:
+            object.__setattr__(config, "synthetic", SyntheticConfig(**config.synthetic))
+        except TypeError as exc:
+            raise TransMRSRError(f"invalid synthetic config ({exc})") from None
 
 
 def _positive(config: Any, *names: str) -> None:

@@ -2,7 +2,8 @@
 
 The flow is the inference flow run backwards (SPEC section 8): read HR -> normalise -> cut into
 planes that contain the chosen thick axis -> degrade each plane along that axis with the SMORE
-model -> interpolate back -> (input, target) pair. Pairs are made on the fly, so one model can
+model -> interpolate back -> (input, target) pair (:func:`transmrsr.pairs.make_pair`, shared
+with the adaptation to a scan at inference). Pairs are made on the fly, so one model can
 learn a whole range of factors, and every random choice comes from a generator seeded by
 (seed, epoch, index), so a resumed run sees exactly the batches the interrupted one would have.
 """
@@ -22,14 +23,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.utils.data import Dataset
 
-from transmrsr.degradation import MAX_THICKNESS, MIN_THICKNESS, simulate_interpolated_lr
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import ANATOMICAL_AXES
 from transmrsr.intensity import IntensityScaler
 from transmrsr.io import READABLE_SUFFIXES, Volume, atomic_path, load_volume
+from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL, PairConfig, make_pair
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,13 @@ log = logging.getLogger(__name__)
 IXI_NAME = re.compile(r"^(IXI\d{3})-([A-Za-z]+)-(\d+)-(T1|T2|PD|MRA|DTI)", re.IGNORECASE)
 #: Contrast words recognised in other file names (BIDS suffixes and common spellings).
 CONTRAST_WORDS = {"t1": "T1", "t1w": "T1", "t2": "T2", "t2w": "T2", "flair": "FLAIR", "pd": "PD"}
-#: A reference voxel above this fraction of the normalised range counts as signal; a plane
-#: with less than MIN_SIGNAL_FRACTION of such voxels is "empty" and dropped.
-SIGNAL_LEVEL = 0.05
-MIN_SIGNAL_FRACTION = 0.02
+#: BIDS anatomical suffixes read as training contrasts; other BIDS files (bold, dwi, masks,
+#: segmentations, ...) are not training volumes and are skipped.
+BIDS_SUFFIXES = {"T1w": "T1", "T2w": "T2", "FLAIR": "FLAIR", "PDw": "PD", "T2starw": "T2STAR"}
+#: A BIDS file name: ``sub-<label>[_<key>-<value>...]_<suffix>``.
+BIDS_NAME = re.compile(r"^sub-[A-Za-z0-9]+(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*_([A-Za-z0-9]+)$")
+#: Folders of a BIDS dataset that hold no raw training volumes.
+BIDS_SKIPPED_FOLDERS = {"derivatives", "sourcedata", "code", "stimuli"}
 
 
 @dataclass(frozen=True)
@@ -79,18 +82,38 @@ def parse_name(name: str, contrast: str | None = None) -> tuple[str, str]:
         bids = re.search(r"(sub-[A-Za-z0-9]+)", stem)
         subject = bids.group(1) if bids else stem
         words = re.split(r"[^A-Za-z0-9]+", stem.lower())
-        found = next((CONTRAST_WORDS[w] for w in reversed(words) if w in CONTRAST_WORDS), "")
+        found = BIDS_SUFFIXES.get(bids_suffix(stem) or "", "") or next(
+            (CONTRAST_WORDS[w] for w in reversed(words) if w in CONTRAST_WORDS), ""
+        )
     chosen = contrast or found
     if not chosen:
         raise TransMRSRError(f"{name}: cannot tell the contrast from the name; give --contrast")
     return subject, chosen.upper()
 
 
+def bids_suffix(name: str) -> str | None:
+    """The suffix of a BIDS file name (``T1w`` of ``sub-01_ses-2_T1w.nii.gz``), else None."""
+    match = BIDS_NAME.match(_strip_suffix(Path(name).name))
+    return match.group(1) if match else None
+
+
+def _in_skipped_folder(file: Path, root: Path) -> bool:
+    parts = file.relative_to(root).parts[:-1]
+    return any(p in BIDS_SKIPPED_FOLDERS or p.startswith(".") for p in parts)
+
+
 def discover_volumes(
     sources: Sequence[str | os.PathLike[str]], *, contrast: str | None = None
 ) -> list[VolumeRecord]:
-    """All readable volumes under the given files, folders and IXI tar archives, sorted."""
+    """All readable volumes under the given files, folders and IXI tar archives, sorted.
+
+    Folders are searched recursively. In a BIDS dataset only anatomical images count
+    (:data:`BIDS_SUFFIXES`: functional, diffusion and derived files are skipped, and so are
+    ``derivatives``, ``sourcedata``, ``code`` and hidden folders below the given one);
+    sessions of one subject stay one subject, so the split keeps them together.
+    """
     records: list[VolumeRecord] = []
+    skipped: list[str] = []
     for source in sources:
         path = Path(source)
         if not path.exists():
@@ -109,8 +132,20 @@ def discover_volumes(
                             subject, found = parse_name(base, contrast)
                             records.append(VolumeRecord(str(file), subject, found, member.name))
             elif lower.endswith(READABLE_SUFFIXES):
+                if path.is_dir() and _in_skipped_folder(file, path):
+                    continue
+                suffix = bids_suffix(file.name)
+                if suffix is not None and suffix not in BIDS_SUFFIXES:
+                    skipped.append(file.name)
+                    continue
                 subject, found = parse_name(file.name, contrast)
                 records.append(VolumeRecord(str(file), subject, found))
+    if skipped:
+        log.info(
+            "skipped %d BIDS files that are not anatomical images (e.g. %s)",
+            len(skipped),
+            skipped[0],
+        )
     if not records:
         raise TransMRSRError(f"no NIfTI/MGZ volumes found in {', '.join(map(str, sources))}")
     return sorted(records, key=lambda r: (r.subject, r.contrast, r.name))
@@ -197,91 +232,6 @@ def split_subjects(
 
 
 @dataclass(frozen=True)
-class PairConfig:
-    """How pairs are made. Factor range ``(lo, hi)``: each pair draws a factor in it.
-
-    ``augment``: random vertical and horizontal flips, and with ``transpose`` also random
-    transposes (the SPEC's augmentation). A transpose puts the thick axis along the columns,
-    which restoration never does (it always feeds planes with the thick axis as rows), so a
-    model for this pipeline learns its one direction faster without them.
-
-    ``all_thick_axes``: pairs are also made with the thick axis along the other two anatomical
-    axes (every plane, with either of its axes as rows), so the same row-wise task is seen on
-    three times the anatomical variety; validation stays along ``thick_axis``. Unlike
-    ``transpose`` (which turns a made pair), the plane is turned before it is degraded.
-
-    ``noise_range`` ``(lo, hi)``: Rician noise of a standard deviation drawn in it (in the
-    normalised scale, bright tissue = 1) is added to each HR plane before it is degraded, so
-    the input carries the thick slices' averaged noise and the target the thin slices' own, as
-    in a real acquisition. Processed training volumes (skull-stripped, averaged, zeroed
-    background) are far cleaner than a routine scan; without it a model meets real noise, and a
-    noisy background, for the first time at restoration. ``(0, 0)``: no noise.
-
-    ``gain_range`` ``(lo, hi)``: each HR plane is multiplied by a gain drawn log-uniformly in it
-    before it is degraded (input and target alike). Restoration normalises a volume by robust
-    percentiles of the whole head, so where its tissue lands in the network's range depends on
-    skull fat, vessels and the scanner; the gain teaches the network that range instead of the
-    few levels its training volumes happen to have. ``(1, 1)``: no gain.
-
-    ``rotate_degrees`` and ``zoom_range`` ``(lo, hi)``: each HR plane is turned by an angle
-    drawn uniformly in ``[-rotate_degrees, rotate_degrees]`` about its centre and scaled by a
-    factor drawn log-uniformly in the zoom range (below 1 the anatomy shrinks, as on a grid of
-    coarser voxels) before it is degraded. Real scans are not aligned to a template: a clinical
-    slab is tilted against the anatomy by tens of degrees and voxels range from about 0.8 to
-    1.3 mm, while the few training volumes sit near one pose and one voxel size. The warp is a
-    cubic spline; zooms above 1 would blur the target and are refused. ``0`` and ``(1, 1)``:
-    no warp.
-
-    ``thickness_range`` ``(lo, hi)``: the slice profile's FWHM as a fraction of the slice
-    spacing, drawn uniformly per pair. Clinical 2-D scans are often acquired with a gap
-    (5 mm slices every 6.5 mm: 0.77) and reconstructions sometimes overlap (above 1); the
-    adaptation to a scan of known thickness makes its pairs that way. ``(1, 1)``: slices as
-    thick as their spacing, the SPEC's model.
-    """
-
-    factor_range: tuple[float, float] = (4.0, 4.0)
-    thick_axis: str = "SI"
-    patch_size: int = 256
-    interpolation: str = "cubic"
-    augment: bool = True
-    transpose: bool = True
-    all_thick_axes: bool = False
-    noise_range: tuple[float, float] = (0.0, 0.0)
-    gain_range: tuple[float, float] = (1.0, 1.0)
-    rotate_degrees: float = 0.0
-    zoom_range: tuple[float, float] = (1.0, 1.0)
-    thickness_range: tuple[float, float] = (1.0, 1.0)
-
-    def __post_init__(self) -> None:
-        names = ("factor_range", "noise_range", "gain_range", "zoom_range", "thickness_range")
-        for name in names:
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        lo, hi = self.noise_range
-        if not 0.0 <= lo <= hi <= 0.5:
-            raise TransMRSRError(f"noise range must satisfy 0 <= lo <= hi <= 0.5, got {lo}-{hi}")
-        lo, hi = self.gain_range
-        if not 0.25 <= lo <= hi <= 4.0:
-            raise TransMRSRError(f"gain range must satisfy 0.25 <= lo <= hi <= 4, got {lo}-{hi}")
-        lo, hi = self.zoom_range
-        if not 0.5 <= lo <= hi <= 1.0:
-            raise TransMRSRError(f"zoom range must satisfy 0.5 <= lo <= hi <= 1, got {lo}-{hi}")
-        lo, hi = self.thickness_range
-        if not MIN_THICKNESS <= lo <= hi <= MAX_THICKNESS:
-            raise TransMRSRError(
-                f"thickness range (slice FWHM / spacing) must satisfy {MIN_THICKNESS:g} <= lo "
-                f"<= hi <= {MAX_THICKNESS:g}, got {lo}-{hi}"
-            )
-        object.__setattr__(self, "rotate_degrees", float(self.rotate_degrees))
-        if not 0.0 <= self.rotate_degrees <= 180.0:
-            raise TransMRSRError(f"rotate degrees must be in [0, 180], got {self.rotate_degrees}")
-
-    @property
-    def warps(self) -> bool:
-        """Whether pairs are turned or scaled before they are degraded."""
-        return self.rotate_degrees > 0 or self.zoom_range != (1.0, 1.0)
-
-
-@dataclass(frozen=True)
 class _Plane:
     volume: int
     thick_axis: int
@@ -358,86 +308,6 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         return make_pair(self.plane(i), self.config, (self.seed, self.epoch, i))
-
-
-def make_pair(
-    plane: np.ndarray, config: PairConfig, key: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """One ``(lr, hr, factor)`` pair from a 2-D HR ``plane`` whose rows are to be made thick.
-
-    The plane is centre-padded to ``config.patch_size``, warped, scaled and noised as the
-    config says, degraded along its rows with a factor drawn in the range, then the same random
-    crop of input and target is taken and flipped. Every random choice comes from generators
-    seeded by ``key``, so a pair is a pure function of (plane, config, key). Tensors are
-    ``[1, patch, patch]``.
-    """
-    rng = np.random.default_rng(key)
-    size = config.patch_size
-    extra = [max(0, size - n) for n in plane.shape]
-    full = np.pad(plane, [(e // 2, e - e // 2) for e in extra])
-    lo, hi = config.factor_range
-    factor = float(lo if hi <= lo else rng.uniform(lo, hi))
-    if config.warps:
-        # Its own stream, as the gain's: the rest of the pair is that of the unwarped one.
-        warp_rng = np.random.default_rng((*key, 3))
-        angle = warp_rng.uniform(-1.0, 1.0) * config.rotate_degrees
-        zoom = float(np.exp(warp_rng.uniform(*np.log(config.zoom_range))))
-        full = warp_plane(full, angle, zoom)
-    if config.gain_range != (1.0, 1.0):
-        # Its own stream, as the noise's: the rest of the pair is that of the gainless one.
-        gain_rng = np.random.default_rng((*key, 2))
-        log_gain = gain_rng.uniform(*np.log(config.gain_range))
-        full = full * np.float32(np.exp(log_gain))
-    if config.noise_range[1] > 0:
-        # Its own stream: crops and flips stay those of the noiseless pair.
-        noise_rng = np.random.default_rng((*key, 1))
-        sigma = float(noise_rng.uniform(*config.noise_range))
-        full = add_rician_noise(full, sigma, noise_rng)
-    fwhm = None
-    if config.thickness_range != (1.0, 1.0):
-        # Its own stream, as the noise's: the rest of the pair is that of the plain one.
-        fwhm = factor * float(np.random.default_rng((*key, 4)).uniform(*config.thickness_range))
-    # Degrade the whole plane, then crop both: no crop border enters the slice profile.
-    full_lr = simulate_interpolated_lr(full, 0, factor, method=config.interpolation, fwhm=fwhm)
-    r0 = int(rng.integers(0, full.shape[0] - size + 1))
-    c0 = int(rng.integers(0, full.shape[1] - size + 1))
-    hr = full[r0 : r0 + size, c0 : c0 + size]
-    lr = full_lr[r0 : r0 + size, c0 : c0 + size]
-    if config.augment:
-        if rng.random() < 0.5:
-            hr, lr = hr[::-1], lr[::-1]
-        if rng.random() < 0.5:
-            hr, lr = hr[:, ::-1], lr[:, ::-1]
-        if rng.random() < 0.5 and config.transpose:
-            hr, lr = hr.T, lr.T
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]  # noqa: E731
-    return as_tensor(lr), as_tensor(hr), factor
-
-
-def warp_plane(plane: np.ndarray, degrees: float, zoom: float) -> np.ndarray:
-    """``plane`` turned by ``degrees`` and scaled by ``zoom`` about its centre, same shape.
-
-    Cubic spline, zero outside; the spline's small overshoot is clipped to the plane's own
-    range (and zero), so the warp makes no values the plane did not have.
-    """
-    theta = np.deg2rad(degrees)
-    # affine_transform maps output coordinates to input ones: the inverse of the warp.
-    inverse = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]]) / zoom
-    centre = (np.asarray(plane.shape, np.float64) - 1.0) / 2.0
-    offset = centre - inverse @ centre
-    warped = ndimage.affine_transform(
-        np.asarray(plane, np.float64), inverse, offset=offset, order=3, mode="constant", cval=0.0
-    )
-    low = min(float(plane.min()), 0.0)
-    return np.clip(warped, low, max(float(plane.max()), 0.0)).astype(np.float32)
-
-
-def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Magnitude of the image plus complex Gaussian noise of standard deviation ``sigma``:
-    the noise of a magnitude MR image (Rician in tissue, Rayleigh in the background)."""
-    real = image + rng.normal(0.0, sigma, image.shape)
-    imag = rng.normal(0.0, sigma, image.shape)
-    return np.sqrt(real * real + imag * imag).astype(np.float32)
 
 
 def load_normalised(records: Sequence[VolumeRecord]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -39,6 +39,7 @@ from transmrsr.training.data import SliceDataset, load_normalised
 from transmrsr.training.distributed import DistContext, ShardedBatchSampler, mean_over_ranks
 from transmrsr.training.monitor import RunMonitor
 from transmrsr.training.runs import RunData, load_resume_state, save_run_files
+from transmrsr.training.synthetic import MixedDataset, training_heads
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,10 @@ def train_prior(
         save_run_files(out, config, data)
     volumes, _ = load_normalised(data.train)
     dataset = SliceDataset(volumes, config.model.img_size, seed=config.seed)
+    if config.synthetic is not None:
+        heads, _ = training_heads(config.synthetic, config.seed, out, ctx)
+        synthetic = SliceDataset(heads, config.model.img_size, seed=config.seed)
+        dataset = MixedDataset(dataset, synthetic, config.synthetic.ratio, config.seed)
     sampler = ShardedBatchSampler(
         len(dataset),
         config.batch_size,

@@ -25,7 +25,7 @@ from typing import Any
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.io import atomic_path
-from transmrsr.training.checkpoint import load_checkpoint
+from transmrsr.models.files import load_checkpoint
 from transmrsr.training.config import config_from_dict
 from transmrsr.training.data import Split, VolumeRecord, discover_volumes, split_subjects
 

@@ -38,6 +38,7 @@ from transmrsr.inference.planes import restore_along_planes
 from transmrsr.models.registry import build_model, config_to_dict
 from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinConfig
 from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR
+from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 from transmrsr.training.checkpoint import (
     load_prior,
     rng_state,
@@ -47,13 +48,7 @@ from transmrsr.training.checkpoint import (
     split_prior,
 )
 from transmrsr.training.config import SRTrainConfig, config_from_dict
-from transmrsr.training.data import (
-    MIN_SIGNAL_FRACTION,
-    SIGNAL_LEVEL,
-    PairDataset,
-    load_normalised,
-    thick_array_axis,
-)
+from transmrsr.training.data import PairDataset, load_normalised, thick_array_axis
 from transmrsr.training.distributed import (
     DistContext,
     ShardedBatchSampler,
@@ -63,6 +58,7 @@ from transmrsr.training.distributed import (
 from transmrsr.training.losses import build_sr_loss
 from transmrsr.training.monitor import RunMonitor
 from transmrsr.training.runs import RunData, load_resume_state, save_run_files
+from transmrsr.training.synthetic import MixedDataset, training_heads
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +338,10 @@ def train_sr(
         save_run_files(out, config, data)
     volumes, affines = load_normalised(data.train)
     dataset = PairDataset(volumes, affines, config.pairs, seed=config.seed)
+    if config.synthetic is not None:
+        heads, head_affines = training_heads(config.synthetic, config.seed, out, ctx)
+        synthetic = PairDataset(heads, head_affines, config.pairs, seed=config.seed)
+        dataset = MixedDataset(dataset, synthetic, config.synthetic.ratio, config.seed)
     sampler = ShardedBatchSampler(
         len(dataset),
         config.batch_size,

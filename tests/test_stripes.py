@@ -1,0 +1,168 @@
+"""The slab-stripe index on volumes with stripes of known size."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import oriented_affine, phantom
+
+import transmrsr
+from transmrsr.cli.main import main
+from transmrsr.degradation import degrade
+from transmrsr.errors import TransMRSRError
+from transmrsr.inference.restore import _report_stripes as report_stripes
+from transmrsr.inference.restore import load_model, restore_volume
+from transmrsr.interpolation import upsample
+from transmrsr.io import Volume
+from transmrsr.stripes import head_mask, stripe_index, stripe_ratio
+
+
+def smooth_head(shape=(48, 56, 64)) -> np.ndarray:
+    """A smooth ellipsoid head (mean about 100 inside) on a zero background."""
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r2 = sum(g**2 for g in grid)
+    return np.where(r2 < 0.8, 100.0 + 20.0 * grid[0] + 10.0 * np.sin(3 * grid[1]), 0.0)
+
+
+def with_stripes(volume, axis, period, amplitude, phase=0.0):
+    z = np.arange(volume.shape[axis])
+    pattern = amplitude * np.cos(2 * np.pi * z / period + phase)
+    shape = [1, 1, 1]
+    shape[axis] = -1
+    return volume + (volume > 0) * pattern.reshape(shape)
+
+
+@pytest.mark.parametrize(("axis", "period"), [(2, 4), (2, 8), (0, 6), (1, 5.5)])
+def test_index_reads_the_amplitude_of_known_stripes(axis, period):
+    head = smooth_head()
+    mean = head[head > 0].mean()
+    striped = with_stripes(head, axis, period, amplitude=3.0)
+    expected = 3.0 / np.sqrt(2) / mean
+    assert stripe_index(striped, axis, period, mask=head > 0) == pytest.approx(expected, rel=0.15)
+    # Twice the stripes, twice the index; the smooth head alone reads far less.
+    double = with_stripes(head, axis, period, amplitude=6.0)
+    ratio = stripe_index(double, axis, period, mask=head > 0) / expected
+    assert ratio == pytest.approx(2.0, rel=0.15)
+    assert stripe_index(head, axis, period, mask=head > 0) < 0.1 * expected
+
+
+def test_stripes_that_change_sign_across_the_head_still_count():
+    # Stripes in opposite phase in the two halves cancel in a head-wide average, not here.
+    head = smooth_head()
+    left = with_stripes(head, 2, 4, 3.0)
+    right = with_stripes(head, 2, 4, 3.0, phase=np.pi)
+    mixed = np.concatenate([left[:24], right[24:]], axis=0)
+    assert stripe_index(mixed, 2, 4, mask=head > 0) == pytest.approx(
+        stripe_index(left, 2, 4, mask=head > 0), rel=0.05
+    )
+
+
+def test_detail_that_does_not_repeat_with_the_slabs_reads_low():
+    # Noise as strong as the stripes: averaged over the slabs a line crosses (6-16 here), it
+    # leaves well under half of their index.
+    head = smooth_head()
+    noisy = head + (head > 0) * np.random.default_rng(0).normal(0, 3.0, head.shape)
+    striped = with_stripes(head, 2, 4, 3.0)
+    assert stripe_index(noisy, 2, 4, mask=head > 0) < 0.5 * stripe_index(
+        striped, 2, 4, mask=head > 0
+    )
+
+
+def test_index_does_not_depend_on_where_the_slabs_start():
+    head = smooth_head()
+    striped = with_stripes(head, 2, 8, 3.0)
+    shifted = with_stripes(head, 2, 8, 3.0, phase=1.3)
+    a = stripe_index(striped, 2, 8, mask=head > 0)
+    assert stripe_index(shifted, 2, 8, mask=head > 0) == pytest.approx(a, rel=0.05)
+
+
+def test_default_mask_is_the_head():
+    head = smooth_head()
+    np.testing.assert_array_equal(head_mask(head), head > 0)
+    striped = with_stripes(head, 2, 4, 3.0)
+    assert stripe_index(striped, 2, 4) == pytest.approx(stripe_index(striped, 2, 4, mask=head > 0))
+
+
+@pytest.mark.parametrize(
+    ("volume", "axis", "period", "message"),
+    [
+        (np.ones((8, 8)), 0, 4, "3-D"),
+        (np.ones((8, 8, 8)), 3, 4, "thick axis"),
+        (np.ones((8, 8, 8)), 0, 1.5, "at least 2"),
+        (np.ones((8, 8, 8)), 0, 6, "two slabs"),
+        (np.zeros((8, 8, 16)), 2, 4, "empty"),
+    ],
+)
+def test_bad_input_is_refused(volume, axis, period, message):
+    with pytest.raises(TransMRSRError, match=message):
+        stripe_index(volume, axis, period)
+
+
+def test_ratio():
+    assert stripe_ratio(0.02, 0.01) == 2.0
+    assert stripe_ratio(0.0, 0.0) == 1.0
+    assert stripe_ratio(0.01, 0.0) == float("inf")
+
+
+# ----------------------------------------------------------------------------- in the tool
+
+
+def test_restore_measures_its_output_and_cubic(tiny_model_file, caplog):
+    hr = phantom((32, 36, 40))
+    lr, affine = degrade(hr, oriented_affine("LAS"), 2, 4)
+    with caplog.at_level(logging.INFO, logger="transmrsr"):
+        result = restore_volume(Volume(data=lr, affine=affine), load_model(tiny_model_file))
+    assert result.stripe_index is not None and result.cubic_stripe_index is not None
+    cubic, _ = upsample(lr, affine, 2, 4.0, "cubic")
+    assert result.cubic_stripe_index == pytest.approx(
+        stripe_index(cubic, 2, 4.0, mask=head_mask(cubic))
+    )
+    assert "slab-stripe index" in caplog.text
+
+
+def test_restore_warns_when_its_output_is_striped(caplog):
+    with caplog.at_level(logging.INFO, logger="transmrsr"):
+        report_stripes(0.010, 0.009)
+    assert "slab-stripe index 0.0100" in caplog.text and "WARNING" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="transmrsr"):
+        report_stripes(0.020, 0.010)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2.00 times" in warnings[0].getMessage()
+
+
+def test_evaluate_reports_the_index_of_prediction_reference_and_cubic(tmp_path, capsys):
+    hr = smooth_head()
+    affine = oriented_affine("RAS")
+    lr, lr_affine = degrade(hr, affine, 2, 4)
+    striped = with_stripes(hr, 2, 4, 3.0)
+    result = transmrsr.evaluate(
+        striped, hr, affine=affine, thick_input=nib.Nifti1Image(lr, lr_affine)
+    )
+    assert result["stripe_index"] == pytest.approx(3.0 / np.sqrt(2) / hr[hr > 0].mean(), rel=0.2)
+    # Cubic interpolation of the head's sharp outline rings a little with the slabs.
+    assert result["stripe_index_cubic"] < 0.5 * result["stripe_index"]
+    assert result["stripe_index_reference"] < 0.1 * result["stripe_index"]
+    # The command prints the same numbers.
+    for name, data, aff in (
+        ("pred", striped, affine),
+        ("ref", hr, affine),
+        ("thick", lr, lr_affine),
+    ):
+        nib.save(nib.Nifti1Image(data.astype(np.float32), aff), tmp_path / f"{name}.nii.gz")
+    args = [str(tmp_path / n) for n in ("pred.nii.gz", "ref.nii.gz")]
+    assert main(["evaluate", *args, "--input", str(tmp_path / "thick.nii.gz")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("slab-stripe index: prediction") and "cubic" in line
+    assert f"{result['stripe_index']:.4f}" in line
+    # Without the thick input, --factor and --thick-axis give prediction and reference only.
+    assert main(["evaluate", *args, "--factor", "4", "--thick-axis", "SI", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["stripe_index"] == pytest.approx(result["stripe_index"])
+    assert printed["stripe_index_cubic"] is None
+    assert main(["evaluate", *args, "--factor", "4"]) == 2
+    assert "thick axis" in capsys.readouterr().err
