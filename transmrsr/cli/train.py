@@ -87,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--time-limit",
         type=positive_float,
         metavar="MINUTES",
-        help="end this session after MINUTES of wall time (checkpointed; --resume continues)",
+        help="stop after MINUTES of wall time (checkpointed; --resume continues)",
     )
     parser.set_defaults(func=run)
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
-    """DATA, --config, --out, --resume, split, device and session-length options."""
+    """DATA, --config, --out, --resume, split, device and run-length options."""
     parser.add_argument(
         "data",
         nargs="+",
@@ -68,7 +68,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> N
         "--stop-after",
         type=int_at_least(1),
         metavar="STEPS",
-        help="end this session after STEPS steps in total (checkpointed; --resume continues)",
+        help="stop after STEPS steps in total (checkpointed; --resume continues)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     parser.add_argument(

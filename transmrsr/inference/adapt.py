@@ -11,7 +11,7 @@ used to fine-tune a pretrained network rather than to train one from scratch.
 The shipped models were trained on five volumes, four of them processed (skull-stripped,
 averaged, resampled); on the one routine scan held out from them, 20 steps raised the gain
 over cubic interpolation as much as 100 did, and far more on contrasts the models never saw
-(model card, "Adaptation to the scan"), so ``restore`` adapts for :data:`DEFAULT_STEPS` steps
+(docs/experiments.md, adaptation to the scan), so ``restore`` adapts for :data:`DEFAULT_STEPS` steps
 unless told otherwise.
 """
 
@@ -39,7 +39,7 @@ GAIN_RANGE = (0.75, 1.33)
 #: Crop size for networks without a working size of their own (the CNN baselines).
 DEFAULT_PATCH = 128
 #: What ``restore`` does unless told otherwise: about 40 s on a 2-core CPU with bf16 units,
-#: and within the 2-minute budget of a default restore there (README, "Adaptation to the scan").
+#: and within the 2-minute budget of a default restore there (docs/restore.md).
 DEFAULT_STEPS = 20
 
 
@@ -48,7 +48,7 @@ class AdaptConfig:
     """How to adapt: ``steps`` Adam steps of ``batch_size`` pairs at learning rate ``lr``.
 
     The default learning rate is the one the shipped specialists were last trained with; four
-    times it was worse on the held-out routine scan (model card). The precision is the
+    times it was worse on the held-out routine scan (docs/experiments.md). The precision is the
     restore's (:func:`~transmrsr.devices.inference_uses_bf16`).
     """
 

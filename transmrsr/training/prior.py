@@ -96,7 +96,7 @@ def train_prior(
 ) -> PriorResult:
     """Train (or continue) a stage-1 run in ``out``; export ``out/prior.safetensors`` at the end.
 
-    ``stop_after`` ends the session after that many steps in total (a checkpoint is written),
+    ``stop_after`` ends this run after that many steps in total (a checkpoint is written),
     without exporting the prior unless the configured ``steps`` are reached. ``workers``
     processes make the slices (0: in the loop).
     """

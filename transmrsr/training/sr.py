@@ -282,7 +282,7 @@ def train_sr(
 ) -> SRResult:
     """Train (or continue) a stage-2 run in ``out``.
 
-    ``stop_after`` ends this session after that many steps in total, ``max_seconds`` after
+    ``stop_after`` ends this run after that many steps in total, ``max_seconds`` after
     that much wall time (both with a checkpoint and ``model_last.safetensors``), for
     time-boxed runs and equal-budget benchmarks; a later ``--resume`` continues. ``init``
     starts a new run from a trained model's weights (see :func:`init_network`) instead of the
@@ -499,5 +499,13 @@ def _export(
         "best_epoch": history["best_epoch"],
         "factor_range": list(config.pairs.factor_range),
         "thick_axis_trained": config.pairs.thick_axis,
+        "thickness_range": list(config.pairs.thickness_range),
+        "gain_range": list(config.pairs.gain_range),
     }
+    if config.synthetic is not None:
+        info["synthetic"] = {
+            "ratio": config.synthetic.ratio,
+            "contrast": config.synthetic.head.contrast,
+            "count": config.synthetic.count,
+        }
     save_model(path, model.state_dict(), config_to_dict(config.model), info=info)
