@@ -53,20 +53,29 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str = "cpu") 
     return state
 
 
-def load_model_file(
-    path: str | os.PathLike[str],
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """Read a model file: ``(float32 state_dict, network config dict, info)``."""
+def read_safetensors(
+    path: str | os.PathLike[str], file_format: str, what: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a transmrsr safetensors file of ``file_format`` (a ``what``
+    file: model, prior), or a one-line error for a missing, unreadable or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise TransMRSRError(f"{path}: no such model file")
+        raise TransMRSRError(f"{path}: no such {what} file")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise TransMRSRError(f"{path}: cannot read the model ({exc})") from None
-    if metadata.get("format") != MODEL_FORMAT or "config" not in metadata:
-        raise TransMRSRError(f"{path}: not a transmrsr model file")
+        raise TransMRSRError(f"{path}: cannot read the {what} ({exc})") from None
+    if metadata.get("format") != file_format or "config" not in metadata:
+        raise TransMRSRError(f"{path}: not a transmrsr {what} file")
+    return tensors, metadata
+
+
+def load_model_file(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Read a model file: ``(float32 state_dict, network config dict, info)``."""
+    tensors, metadata = read_safetensors(path, MODEL_FORMAT, "model")
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     return state, json.loads(metadata["config"]), json.loads(metadata.get("info", "{}"))

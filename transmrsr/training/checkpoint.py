@@ -26,12 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from transmrsr.errors import TransMRSRError
 from transmrsr.io import atomic_path
-from transmrsr.models.files import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, MODEL_FORMAT
+from transmrsr.models.files import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    MODEL_FORMAT,
+    read_safetensors,
+)
 from transmrsr.models.styleswin import StyleSwinConfig
 from transmrsr.models.transmrsr import CENTROIDS_KEY
 
@@ -98,17 +101,7 @@ def load_prior(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, torch.Tensor], StyleSwinConfig, dict[str, Any]]:
     """Read a prior file: ``(state_dict, config, info)``; centroids under ``CENTROIDS_KEY``."""
-    path = Path(path)
-    if not path.is_file():
-        raise TransMRSRError(f"{path}: no such prior file")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TransMRSRError(f"{path}: cannot read the prior ({exc})") from None
-    if metadata.get("format") != PRIOR_FORMAT or "config" not in metadata:
-        raise TransMRSRError(f"{path}: not a transmrsr prior file")
+    tensors, metadata = read_safetensors(path, PRIOR_FORMAT, "prior")
     config = StyleSwinConfig.from_dict(json.loads(metadata["config"]))
     return tensors, config, json.loads(metadata.get("info", "{}"))
 
