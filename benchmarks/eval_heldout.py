@@ -11,6 +11,9 @@ mask (MNI: the template's brain mask; otsu_t1: the automatic head mask, and a br
 much a model depends on it; ``--adapt`` restores after adapting to each scan, as ``restore
 --adapt`` does; ``--thickness`` simulates slices thinner than their spacing (a gap) and
 ``--told`` restores with and/or without that thickness given (``restore --slice-thickness``);
+``--profile`` acquires the slices with another slice-profile shape than the SPEC's Gaussian
+(flat-top as a spin echo, boxcar, cross-talk tails), as real 2-D scans are; every row also
+gives the slab-stripe index of the restoration over cubic's (:mod:`transmrsr.stripes`).
 ``--only`` scores a subset of the volumes. A shipped general model restores each factor with
 its specialist for that factor, as ``transmrsr restore`` does
 (``--no-specialists``: the general model alone); the table names the file used. Prints a
@@ -43,15 +46,17 @@ from pathlib import Path
 
 import torch
 
-from transmrsr.degradation import degrade
+from transmrsr.degradation import SLICE_PROFILES, degrade, slice_profile
 from transmrsr.devices import PRECISIONS
 from transmrsr.evaluation.compare import compare_volumes
 from transmrsr.geometry import resolve_axis
 from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
+from transmrsr.inference.consistency import CONSISTENCY_METHODS, DEFAULT_CONSISTENCY
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import upsample
 from transmrsr.io import atomic_path, load_volume, voxel_sizes
+from transmrsr.stripes import stripe_ratio
 from transmrsr.templates import mni152_brain_mask, mni152_t1
 
 log = logging.getLogger("eval_heldout")
@@ -111,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         "SPEC's model)",
     )
     parser.add_argument(
+        "--profile",
+        default="gaussian",
+        choices=SLICE_PROFILES,
+        help="shape of the simulated slice profile (default gaussian, the SPEC's model)",
+    )
+    parser.add_argument(
         "--told",
         nargs="+",
         default=["on"],
@@ -154,6 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         f"network alone, as the model card's tables; `restore` adapts for {DEFAULT_STEPS})",
     )
     parser.add_argument(
+        "--consistency-method",
+        default=DEFAULT_CONSISTENCY,
+        choices=CONSISTENCY_METHODS,
+        help=f"how consistency is enforced (default {DEFAULT_CONSISTENCY}, as restore)",
+    )
+    parser.add_argument(
+        "--adapt-profiles",
+        nargs="+",
+        choices=SLICE_PROFILES,
+        help="slice profiles the adaptation's pairs draw from (default: as restore, the "
+        "Gaussian when the thickness is told, all when not)",
+    )
+    parser.add_argument(
         "--precision",
         nargs="+",
         default=["auto"],
@@ -180,9 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (ref, masks) in volumes.items():
         axis = resolve_axis(args.axis, ref.affine)
         for factor in args.factors:
-            lr_data, lr_affine = degrade(
-                ref.data, ref.affine, axis, factor, fwhm=factor * args.thickness
-            )
+            profile = slice_profile(args.profile, factor, factor * args.thickness)
+            lr_data, lr_affine = degrade(ref.data, ref.affine, axis, factor, profile=profile)
             lr = ref.with_data(lr_data, lr_affine)
             cubic_data, cubic_affine = upsample(lr_data, lr_affine, axis, factor, "cubic")
             cubic = lr.with_data(cubic_data, cubic_affine)
@@ -195,7 +218,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.planes, args.consistency, args.levels, args.adapt, args.precision, args.told
             )
             for planes, consistency, level, steps, precision, told in runs:
-                adapt = AdaptConfig(steps=steps) if steps else None
+                adapt = (
+                    AdaptConfig(
+                        steps=steps,
+                        profiles=tuple(args.adapt_profiles) if args.adapt_profiles else None,
+                    )
+                    if steps
+                    else None
+                )
                 t0 = time.perf_counter()
                 restored = restore_volume(
                     lr,
@@ -208,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                     adapt=adapt,
                     precision=precision,
                     slice_thickness=spacing * args.thickness if told == "on" else None,
+                    consistency_method=args.consistency_method,
                 )
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
@@ -221,8 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                             "consistency": consistency,
                             "level": level,
                             "thickness": args.thickness,
+                            "profile": args.profile,
+                            "stripe_index": restored.stripe_index,
+                            "cubic_stripe_index": restored.cubic_stripe_index,
                             "told": told,
                             "adapt_steps": steps,
+                            "adapt_profiles": args.adapt_profiles,
+                            "consistency_method": args.consistency_method,
                             "precision": restored.precision,
                             "model_file": Path(restored.model_source).name,
                             "seconds": seconds,
@@ -246,16 +282,23 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"model: {model.source}",
         "",
-        "| volume | factor | thickness, told | planes | consistency | level | adapt | precision "
+        "| volume | factor | profile, thickness, told | planes | consistency | level | adapt "
+        "| precision "
         "| model file "
         "| cubic masked PSNR/SSIM | model masked PSNR/SSIM | gain masked | cubic paper PSNR/SSIM "
-        "| model paper PSNR/SSIM | gain paper | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model paper PSNR/SSIM | gain paper | stripes / cubic's | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, m = r["cubic"], r["model"]
+        stripes = (
+            "-"
+            if r["stripe_index"] is None or r["cubic_stripe_index"] is None
+            else f"{stripe_ratio(r['stripe_index'], r['cubic_stripe_index']):.2f}"
+        )
         lines.append(
-            f"| {r['volume']} | x{r['factor']:g} | {r['thickness']:g}, {r['told']} | "
+            f"| {r['volume']} | x{r['factor']:g} | "
+            f"{r['profile']}, {r['thickness']:g}, {r['told']} | "
             f"{r['planes']} | {r['consistency']} | "
             f"{r['level']:g} | {r['adapt_steps']} | {r['precision']} | "
             f"{r['model_file']} | "
@@ -263,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['psnr_masked']:.2f} / {m['ssim_masked']:.4f} | {r['gain_masked_db']:+.2f} dB | "
             f"{c['psnr_paper']:.2f} / {c['ssim_paper']:.4f} | "
             f"{m['psnr_paper']:.2f} / {m['ssim_paper']:.4f} | {r['gain_paper_db']:+.2f} dB | "
-            f"{r['seconds']:.0f} s |"
+            f"{stripes} | {r['seconds']:.0f} s |"
         )
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:

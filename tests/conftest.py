@@ -114,3 +114,86 @@ def tiny_model_file(tmp_path_factory):
     model.sdt.set_centroids(torch.randn(8, 32))
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     return save_model(path, model.state_dict(), config_to_dict(model.config), info={"test": 1})
+
+
+def write_dicom_series(
+    folder: Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    thickness: float | None = None,
+    spacing_tag: float | None = None,
+    series_uid: str | None = None,
+    series_number: int = 3,
+    description: str = "T1 AX 4mm",
+    modality: str = "MR",
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "M", "ND"),
+    echo_number: int | None = None,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    prefix: str = "IM",
+    reverse_numbers: bool = False,
+) -> list[Path]:
+    """Write a 3-D integer array as a DICOM MR series, one file per slice along axis 2, so that
+    reading it back must give exactly ``data`` on ``affine`` (RAS+). Stored values are
+    ``(data - intercept) / slope``; ``thickness`` is the SliceThickness tag (default: the
+    spacing), ``spacing_tag`` SpacingBetweenSlices (default: none written)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, np.float64)
+    zooms = np.linalg.norm(lps[:3, :3], axis=0)
+    row, col = lps[:3, 0] / zooms[0], lps[:3, 1] / zooms[1]
+    uid = series_uid or generate_uid()
+    study = generate_uid(prefix="1.2.826.0.1.3680043.8.498.1.")
+    stored = np.rint((np.asarray(data, np.float64) - intercept) / slope).astype("<i2")
+    n = data.shape[2]
+
+    def ds_text(values) -> list[str]:
+        return [f"{float(v):.10g}"[:16] for v in values]
+
+    paths = []
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"{prefix}{k:04d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = uid
+        ds.Modality = modality
+        ds.SeriesNumber = series_number
+        ds.SeriesDescription = description
+        ds.InstanceNumber = (n - k) if reverse_numbers else (k + 1)
+        ds.ImageType = list(image_type)
+        ds.ImagePositionPatient = ds_text((lps @ np.array([0.0, 0.0, k, 1.0]))[:3])
+        ds.ImageOrientationPatient = ds_text([*row, *col])
+        ds.PixelSpacing = ds_text([zooms[1], zooms[0]])
+        ds.SliceThickness = f"{thickness if thickness is not None else zooms[2]:.6g}"
+        if spacing_tag is not None:
+            ds.SpacingBetweenSlices = f"{spacing_tag:.6g}"
+        if echo_number is not None:
+            ds.EchoNumbers = echo_number
+            ds.EchoTime = 10.0 * echo_number
+        ds.RescaleSlope = f"{slope:.6g}"
+        ds.RescaleIntercept = f"{intercept:.6g}"
+        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def write_thick_scans(folder, count: int) -> None:
+    """``count`` small thick-slice scans ``s0.nii.gz``... (x4 along SI) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        data = phantom((24, 24, 6), seed=i)
+        nib.save(nib.Nifti1Image(data, oriented_affine("RAS", (1, 1, 4))), folder / f"s{i}.nii.gz")

@@ -9,11 +9,12 @@ import torch
 from conftest import oriented_affine, phantom
 
 from transmrsr.cli.main import main
-from transmrsr.degradation import degrade
+from transmrsr.degradation import SLICE_PROFILES, degrade
 from transmrsr.errors import TransMRSRError
 from transmrsr.inference.adapt import (
     DEFAULT_STEPS,
     FACTOR_SPREAD,
+    UNKNOWN_THICKNESS,
     AdaptConfig,
     adapt_network,
     in_plane_images,
@@ -145,3 +146,28 @@ def test_restore_adapts_by_default_and_adapt_0_turns_it_off(tiny_model_file, tmp
     # --adapt 0 is the network as shipped: the API's restore without adaptation.
     plain = restore_volume(scan, load_model(tiny_model_file)).volume.data
     np.testing.assert_allclose(outputs["off"], plain, rtol=0, atol=1e-5 * np.abs(plain).max())
+
+
+def test_pairs_model_the_known_thickness_or_every_shape_when_it_is_unknown(
+    tiny_model_file, monkeypatch
+):
+    import transmrsr.inference.adapt as adapt_module
+
+    seen: list[PairConfig] = []
+
+    def recording(plane, config, key):
+        seen.append(config)
+        return make_pair(plane, config, key)
+
+    monkeypatch.setattr(adapt_module, "make_pair", recording)
+    network = load_model(tiny_model_file).network
+    scan = _scan()
+    normalised = IntensityScaler.fit(scan.data)(scan.data)
+    config = AdaptConfig(steps=1, batch_size=1)
+    adapt_network(network, normalised, 2, 4.0, config, thickness=0.75)
+    assert seen[-1].profiles == ("gaussian",) and seen[-1].thickness_range == (0.75, 0.75)
+    adapt_network(network, normalised, 2, 4.0, config, thickness=None)
+    assert seen[-1].profiles == SLICE_PROFILES
+    assert seen[-1].thickness_range == UNKNOWN_THICKNESS
+    adapt_network(network, normalised, 2, 4.0, AdaptConfig(steps=1, profiles=("boxcar",)))
+    assert seen[-1].profiles == ("boxcar",) and seen[-1].thickness_range == (1.0, 1.0)

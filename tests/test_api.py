@@ -13,13 +13,16 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import oriented_affine, phantom
 from scipy import ndimage
 
 import transmrsr
 from transmrsr.api import adapt_config
 from transmrsr.cli.main import build_parser, main
+from transmrsr.degradation import degrade, simulate_thick
 from transmrsr.errors import TransMRSRError
 from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
+from transmrsr.inference.consistency import DEFAULT_CONSISTENCY
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -299,3 +302,24 @@ def test_the_package_serves_the_interface_lazily():
     assert transmrsr.restore is transmrsr.api.restore and "restore" in dir(transmrsr)
     with pytest.raises(AttributeError):
         transmrsr.no_such_name  # noqa: B018
+
+
+def test_consistency_takes_a_method_or_a_switch(tiny_model_file):
+    hr = phantom((24, 28, 32), seed=9)
+    lr, affine = degrade(hr, oriented_affine("RAS"), 2, 4)
+    runs = {
+        name: transmrsr.restore(lr, affine=affine, model=tiny_model_file, adapt=0, consistency=c)
+        for name, c in (("smooth", "smooth"), ("projection", "projection"), ("off", False))
+    }
+    data = {name: np.asarray(image.dataobj) for name, image in runs.items()}
+    inside = lr > 0.05 * lr.max()
+    for name in ("smooth", "projection"):
+        # Both reproduce the thick slices far better than the network alone.
+        err = np.abs(simulate_thick(data[name], 2, 4.0) - lr)[inside]
+        off = np.abs(simulate_thick(data["off"], 2, 4.0) - lr)[inside]
+        assert np.median(err) < 0.1 * np.median(off)
+    assert not np.allclose(data["smooth"], data["projection"])
+    default = transmrsr.restore(lr, affine=affine, model=tiny_model_file, adapt=0)
+    np.testing.assert_array_equal(np.asarray(default.dataobj), data[DEFAULT_CONSISTENCY])
+    with pytest.raises(TransMRSRError, match="consistency must be"):
+        transmrsr.restore(lr, affine=affine, model=tiny_model_file, consistency="exact")

@@ -7,11 +7,18 @@ import pytest
 from conftest import REAL_VOLUMES, oblique_affine, oriented_affine, phantom, shared_file
 from scipy import ndimage
 
-from transmrsr.degradation import degrade, gaussian_slice_profile, simulate_interpolated_lr
+from transmrsr.degradation import (
+    SLICE_PROFILES,
+    degrade,
+    gaussian_slice_profile,
+    simulate_interpolated_lr,
+    slice_profile,
+)
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import resolve_axis
 from transmrsr.interpolation import interpolation_matrix, resample_to_grid, upsample
 from transmrsr.io import load_volume
+from transmrsr.pairs import PairConfig, make_pair
 
 
 @pytest.mark.parametrize("factor", [2, 4, 5, 8, 2.79])
@@ -145,3 +152,62 @@ def test_real_scans_round_trip_along_si(name):
     assert error < 0.25 * np.abs(crop).mean()
     nearest = np.repeat(lr, 4, axis=axis)
     assert error < np.abs(nearest - crop).mean()
+
+
+@pytest.mark.parametrize("kind", SLICE_PROFILES)
+@pytest.mark.parametrize(("factor", "fwhm"), [(4.0, 4.0), (6.0, 4.2), (7.07, 8.0)])
+def test_named_slice_profiles_have_their_width(kind, factor, fwhm):
+    profile = slice_profile(kind, factor, fwhm)
+    assert profile.sum() == pytest.approx(1.0) and (profile >= 0).all()
+    assert len(profile) % 2 == 1
+    np.testing.assert_allclose(profile, profile[::-1], atol=1e-12)  # centred
+    # Full width at half maximum, from the profile resampled finely (linear between taps).
+    x = np.arange(len(profile)) - len(profile) // 2
+    fine = np.linspace(x[0], x[-1], 20001)
+    values = np.interp(fine, x, profile)
+    above = fine[values >= values.max() / 2]
+    width = above[-1] - above[0]
+    if kind == "boxcar":
+        # The taps of a slab hold its edge voxels at partial weight: width within a voxel.
+        assert abs(width - fwhm) <= 1.0
+    else:
+        assert width == pytest.approx(fwhm, abs=0.6)
+
+
+def test_profiles_differ_in_shape_at_equal_width():
+    variance = {}
+    for kind in SLICE_PROFILES:
+        p = slice_profile(kind, 6.0, 6.0)
+        x = np.arange(len(p)) - len(p) // 2
+        variance[kind] = float((p * x * x).sum())
+    # Flat tops and boxcars hold less of their weight far out than a Gaussian of the same
+    # width; cross-talk tails hold more.
+    assert variance["boxcar"] < variance["gaussian"] < variance["cross-talk"]
+    assert variance["flat-top"] < variance["gaussian"]
+    np.testing.assert_allclose(slice_profile("gaussian", 6.0), gaussian_slice_profile(6.0))
+    with pytest.raises(TransMRSRError, match="unknown slice profile"):
+        slice_profile("sinc", 4.0)
+    with pytest.raises(TransMRSRError, match="FWHM"):
+        slice_profile("boxcar", 4.0, 0.0)
+
+
+def test_pairs_draw_their_profile_from_the_config():
+    plane = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    gaussian = PairConfig(factor_range=(4.0, 4.0), patch_size=64, augment=False)
+    mixed = PairConfig(
+        factor_range=(4.0, 4.0), patch_size=64, augment=False, profiles=SLICE_PROFILES
+    )
+    # Same key, same pair; the target never changes; the input does with the profile drawn.
+    a = make_pair(plane, mixed, (1, 2))
+    np.testing.assert_array_equal(a[0], make_pair(plane, mixed, (1, 2))[0])
+    inputs = [make_pair(plane, mixed, (1, i))[0] for i in range(12)]
+    plain = make_pair(plane, gaussian, (1, 0))
+    np.testing.assert_array_equal(make_pair(plane, mixed, (1, 0))[1], plain[1])
+    distinct = {round(float((x - plain[0]).abs().sum()), 3) for x in inputs}
+    assert len(distinct) >= 3  # several shapes were drawn, the Gaussian among them
+    assert 0.0 in distinct
+    with pytest.raises(TransMRSRError, match="slice profiles"):
+        PairConfig(profiles=("gaussian", "sinc"))
+    with pytest.raises(TransMRSRError, match="slice profiles"):
+        PairConfig(profiles=())
+    assert PairConfig(profiles=["boxcar"]).profiles == ("boxcar",)

@@ -180,7 +180,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(nib, "save", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TransMRSRError, match=r"out.nii.gz: cannot write \(disk full\)"):
         save_volume(volume, tmp_path / "out.nii.gz")
     assert list(tmp_path.iterdir()) == []
 

@@ -1,9 +1,10 @@
 """The Python interface: what the ``transmrsr`` commands do, on images in memory.
 
 A notebook or a pipeline calls these functions instead of writing files for the command line
-and reading its outputs back. Each takes a nibabel image, a path to a NIfTI or MGZ file, or a
-numpy array with its ``affine=``, and returns a nibabel image (:func:`evaluate`: a dict), so
-results go straight on into nibabel or nilearn code::
+and reading its outputs back. Each takes a nibabel image, a path to a NIfTI or MGZ file or to
+a folder holding one DICOM series, or a numpy array with its ``affine=``, and returns a
+nibabel image (:func:`evaluate`: a dict), so results go straight on into nibabel or nilearn
+code::
 
     import transmrsr
 
@@ -41,6 +42,7 @@ from transmrsr.evaluation.compare import Comparison, compare_volumes
 from transmrsr.geometry import check_factor, detect_thick_axis, resolve_axis
 from transmrsr.inference import restore as restoring
 from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
+from transmrsr.inference.consistency import CONSISTENCY_METHODS, DEFAULT_CONSISTENCY
 from transmrsr.inference.restore import DEFAULT_MODEL, LoadedModel, Restoration
 from transmrsr.io import (
     Volume,
@@ -75,7 +77,8 @@ def as_volume(
     the message the command line gives for a bad file.
 
     Args:
-        image: a nibabel image, a NIfTI/MGZ path, a numpy array, or a Volume.
+        image: a nibabel image, a NIfTI/MGZ path, a DICOM series folder, a numpy array, or a
+            Volume.
         affine: the 4x4 voxel-to-world matrix of a numpy array (required for arrays: restoring
             depends on the voxel sizes and axis directions); refused for anything else, which
             has its own.
@@ -160,13 +163,17 @@ def adapt_config(adapt: int | bool | AdaptConfig | None) -> AdaptConfig | None:
     )
 
 
-def slice_thickness_for(volume: Volume, choice: float | str | None) -> float | None:
+def slice_thickness_for(
+    volume: Volume, choice: float | str | None, thick_axis: int | None = None
+) -> float | None:
     """The slice thickness (mm) to restore ``volume`` with; ``None``: as thick as the spacing.
 
-    ``None`` or ``"auto"``: the ``SliceThickness`` of a BIDS/dcm2niix JSON sidecar beside the
-    file the volume was read from (``scan.json`` for ``scan.nii.gz``) when there is one, since
-    NIfTI itself cannot say that slices have a gap; else the spacing. ``"spacing"``: the
-    spacing, any sidecar ignored. A number: that thickness in mm.
+    ``None`` or ``"auto"``: for a DICOM series, its SliceThickness where it differs from the
+    spacing of its slice positions (``Volume.slice_thickness``), when the thick axis
+    (``thick_axis``) is the axis across its slices; for a file, the ``SliceThickness`` of a
+    BIDS/dcm2niix JSON sidecar beside it (``scan.json`` for ``scan.nii.gz``) when there is one,
+    since NIfTI itself cannot say that slices have a gap; else the spacing. ``"spacing"``: the
+    spacing, any sidecar or tag ignored. A number: that thickness in mm.
     """
     if choice == "spacing":
         return None
@@ -176,7 +183,22 @@ def slice_thickness_for(volume: Volume, choice: float | str | None) -> float | N
                 f"slice thickness must be auto, spacing or a length in mm, got {choice!r}"
             )
         return _number(choice, "slice thickness")
-    if volume.path is None:
+    if volume.slice_thickness is not None:
+        if thick_axis not in (None, 2):
+            log.info(
+                "%s: SliceThickness is across the DICOM slices, not along the thick axis %d; "
+                "not used",
+                volume.path,
+                thick_axis,
+            )
+            return None
+        log.info(
+            "%s: slice thickness %g mm from the DICOM tags (--slice-thickness spacing ignores it)",
+            volume.path,
+            volume.slice_thickness,
+        )
+        return volume.slice_thickness
+    if volume.path is None or volume.path.is_dir():
         return None
     thickness = sidecar_slice_thickness(volume.path)
     if thickness is not None:
@@ -234,7 +256,7 @@ def run_restore(
     slice_thickness: float | str | None = None,
     resolution: float | None = None,
     adapt: int | bool | AdaptConfig | None = None,
-    consistency: bool = True,
+    consistency: bool | str = True,
     precision: str = "auto",
     device: str | torch.device = "auto",
     affine: np.ndarray | None = None,
@@ -254,11 +276,24 @@ def run_restore(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TransMRSRError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     check_precision(precision)
+    if consistency not in (True, False, *CONSISTENCY_METHODS):
+        raise TransMRSRError(
+            f"consistency must be True, False or one of {', '.join(CONSISTENCY_METHODS)}, "
+            f"got {consistency!r}"
+        )
     config = adapt_config(adapt)
     target = _device(device)
     volume = as_volume(image, affine=affine)
     reference = None if like is None else as_volume(like, name="like", require_signal=False)
-    thickness = slice_thickness_for(volume, slice_thickness)
+    thick_axis = None
+    if volume.slice_thickness is not None:
+        thick_axis, _ = detect_thick_axis(
+            volume.affine,
+            axis=axis,
+            factor=_optional_number(factor, "factor"),
+            resolution=_optional_number(resolution, "resolution"),
+        )
+    thickness = slice_thickness_for(volume, slice_thickness, thick_axis)
     loaded = model if isinstance(model, LoadedModel) else restoring.load_model(model)
     return restoring.restore_volume(
         volume,
@@ -271,10 +306,11 @@ def run_restore(
         batch_size=batch_size,
         device=target,
         progress=progress,
-        consistency=consistency,
+        consistency=consistency is not False,
         adapt=config,
         precision=precision,
         slice_thickness=thickness,
+        consistency_method=consistency if isinstance(consistency, str) else DEFAULT_CONSISTENCY,
     )
 
 
@@ -287,7 +323,7 @@ def restore(
     slice_thickness: float | str | None = None,
     resolution: float | None = None,
     adapt: int | bool | AdaptConfig | None = None,
-    consistency: bool = True,
+    consistency: bool | str = True,
     precision: str = "auto",
     device: str | torch.device = "auto",
     affine: np.ndarray | None = None,
@@ -305,8 +341,8 @@ def restore(
     with the input's thick slices and clipped to the input's intensity range.
 
     Args:
-        image: the thick-slice scan: a nibabel image, a NIfTI/MGZ path, or a numpy array with
-            ``affine``.
+        image: the thick-slice scan: a nibabel image, a NIfTI/MGZ path, a folder holding one
+            DICOM series, or a numpy array with ``affine``.
         model: a shipped model name, a model file or checkpoint, or a model from
             :func:`load_model` (load once when restoring many scans).
         factor: the upsampling factor (default: thick spacing / finest in-plane spacing).
@@ -314,14 +350,18 @@ def restore(
         axis: the thick axis: an array axis 0, 1, 2 or an anatomical name ``LR``, ``AP``,
             ``SI`` (default: the axis with the largest spacing).
         slice_thickness: the acquired slice thickness in mm where it differs from the slice
-            spacing (a gap, or overlapping slices); ``None``/``"auto"`` reads it from a JSON
-            sidecar beside a file input when there is one, ``"spacing"`` ignores any sidecar.
+            spacing (a gap, or overlapping slices); ``None``/``"auto"`` reads it from the tags of
+            a DICOM series, or from a JSON sidecar beside a file input when there is one;
+            ``"spacing"`` ignores both.
         resolution: an isotropic output spacing in mm instead of ``factor`` (the in-plane axes
             are resampled to it).
         adapt: steps of self-supervised adaptation to the scan: ``None`` the default
             (:data:`~transmrsr.inference.adapt.DEFAULT_STEPS`), ``0`` off, or an
             :class:`~transmrsr.inference.adapt.AdaptConfig`.
-        consistency: project the result so that its simulated thick slices equal the input's.
+        consistency: make the result's simulated thick slices equal the input's: ``True``
+            (default, with :data:`~transmrsr.inference.consistency.DEFAULT_CONSISTENCY`),
+            ``"smooth"`` or ``"projection"`` (:mod:`transmrsr.inference.consistency`), or
+            ``False``.
         precision: ``auto``, ``fp32`` or ``bf16`` (auto: bf16 where the hardware has bf16
             units).
         device: ``auto``, ``cpu``, ``cuda`` or a torch device.

@@ -9,3 +9,12 @@ class TransMRSRError(Exception):
     exits with status 2. Programming errors keep their ordinary exception types so that they
     still produce a traceback.
     """
+
+
+class OutputError(TransMRSRError):
+    """An output could not be written: a read-only file system, a full disk, no permission.
+
+    Raised with one line, after the partial file has been removed. A cohort stops at the first
+    one: the next outputs go to the same place and would fail the same way, each after
+    minutes of work.
+    """

@@ -1,10 +1,13 @@
 """Volume input and output: NIfTI and FreeSurfer MGZ in, NIfTI out, geometry kept exact.
 
 Everything the tool reads goes through :func:`load_volume`, which returns one 3-D float32 array
-with its voxel-to-world affine, and everything it writes goes through :func:`save_volume`,
-which writes atomically (a temporary file in the target folder, then a rename) so that a killed
-run never leaves a half-written output behind. Bad input of any kind is reported as a
-:class:`~transmrsr.errors.TransMRSRError` with one clear line.
+with its voxel-to-world affine (a folder is read as one DICOM series, :mod:`transmrsr.dicom`),
+and everything it writes goes through :func:`save_volume` or :func:`write_text`, which write
+atomically (a temporary file in the target folder, then a rename) so that a killed run never
+leaves a half-written output behind. Bad input of any kind is reported as a
+:class:`~transmrsr.errors.TransMRSRError` with one clear line, and an output that cannot be
+written (read-only file system, full disk, no permission) as an
+:class:`~transmrsr.errors.OutputError`, with nothing left behind.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from transmrsr.errors import TransMRSRError
+from transmrsr.errors import OutputError, TransMRSRError
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,17 @@ class Volume:
             lies at ``affine @ (i, j, k, 1)``.
         header: the NIfTI header of the source file when it was a NIfTI, kept so that written
             outputs can inherit its qform/sform codes and description; ``None`` otherwise.
-        path: where it was read from, if anywhere.
+        path: where it was read from, if anywhere (a DICOM series: its folder).
+        slice_thickness: the acquired thickness in mm of the slices along array axis 2 where
+            the source says it differs from their spacing (a DICOM series with a gap); NIfTI
+            cannot say so, and a derived volume does not inherit it.
     """
 
     data: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header | None = field(default=None, repr=False)
     path: Path | None = None
+    slice_thickness: float | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -91,14 +98,17 @@ def _suffix(path: Path) -> str:
 
 
 def load_volume(path: str | os.PathLike[str], *, require_signal: bool = True) -> Volume:
-    """Read one 3-D volume from a NIfTI (.nii, .nii.gz) or FreeSurfer (.mgz, .mgh) file.
+    """Read one 3-D volume from a NIfTI (.nii, .nii.gz) or FreeSurfer (.mgz, .mgh) file, or
+    from a folder holding one DICOM series.
 
     A 4-D file with a single volume is accepted (its last axis is dropped). Anything that is
     not one 3-D volume, a file that is missing, truncated or not an image, non-finite voxels or
-    an affine that is not a valid grid are refused with a :class:`TransMRSRError`.
+    an affine that is not a valid grid are refused with a :class:`TransMRSRError`. A folder is
+    read by :func:`transmrsr.dicom.load_dicom_folder` (imported only then, so that NIfTI users
+    never load pydicom), which refuses what is not one restorable MR series.
 
     Args:
-        path: the file to read.
+        path: the file or DICOM folder to read.
         require_signal: refuse a volume whose voxels are all equal (all zero, typically): no
             command of the tool can do anything meaningful with it.
     """
@@ -106,7 +116,9 @@ def load_volume(path: str | os.PathLike[str], *, require_signal: bool = True) ->
     if not path.exists():
         raise TransMRSRError(f"{path}: no such file")
     if path.is_dir():
-        raise TransMRSRError(f"{path}: is a folder, expected a NIfTI or MGZ file")
+        from transmrsr.dicom import load_dicom_folder
+
+        return load_dicom_folder(path, require_signal=require_signal)
     if _suffix(path) not in READABLE_SUFFIXES:
         raise TransMRSRError(
             f"{path}: unsupported file type; expected one of {', '.join(READABLE_SUFFIXES)}"
@@ -232,7 +244,8 @@ def check_output_path(
 
     Refuses a file type the tool cannot write, a missing or unwritable folder, an existing
     output when ``overwrite`` is false, and an output that is one of the inputs (inputs are
-    never overwritten).
+    never overwritten). The folder is tried with a real file (:func:`check_writable_folder`):
+    permission bits do not tell about a read-only mount or ``/proc``, nor anything to root.
     """
     out = Path(output)
     if _suffix(out) not in WRITABLE_SUFFIXES:
@@ -242,6 +255,7 @@ def check_output_path(
         raise TransMRSRError(f"{out}: output folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise TransMRSRError(f"{out}: output folder {folder} is not writable")
+    check_writable_folder(folder, what=f"{out}: output folder")
     if out.is_dir():
         raise TransMRSRError(f"{out}: is a folder, expected a file name")
     for src in inputs:
@@ -256,6 +270,31 @@ def check_output_path(
     if not overwrite and out.exists():
         raise TransMRSRError(f"{out}: exists already (use --overwrite to replace it)")
     return out
+
+
+def _reason(exc: OSError) -> str:
+    """What the system said, e.g. ``Read-only file system``, ``No space left on device``."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def check_writable_folder(folder: str | os.PathLike[str], *, what: str | None = None) -> Path:
+    """Create and remove an empty file in ``folder``, or raise :class:`OutputError`.
+
+    The only test that answers for every reason a write fails at the end of a long run: a
+    read-only mount, a pseudo file system such as ``/proc``, a quota, an ACL, or permission
+    bits that root ignores. Done before any work, it turns a crash after minutes into one line
+    at once.
+    """
+    folder = Path(folder)
+    label = what or str(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".transmrsr-write-test.", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{label} {folder} is not writable ({_reason(exc)})") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return folder
 
 
 def _new_file_mode() -> int:
@@ -275,18 +314,43 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator
     type recognisable to writers that choose a format by extension. The file gets the
     permissions of a newly created file (``0o666`` less the umask), not the owner-only ones of
     the temporary file, so that outputs on a shared server are readable as usual.
+
+    An :class:`OSError` while writing (a full disk, a read-only file system, no permission)
+    becomes an :class:`OutputError` naming ``target`` and the reason, in one line, once the
+    temporary file is gone.
     """
     out = Path(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{suffix}", dir=out.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{out.name}.", suffix=f".tmp{suffix}", dir=out.parent
+        )
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write ({_reason(exc)})") from None
     os.close(fd)
     try:
         yield tmp_name
         os.chmod(tmp_name, _new_file_mode())
         os.replace(tmp_name, out)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise OutputError(
+                f"{out}: cannot write ({_reason(exc)}); nothing was written"
+            ) from None
         raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file (JSON sidecar, HTML report) atomically, as :func:`save_volume` does
+    for volumes; an :class:`OutputError` when it cannot be written."""
+    out = Path(path)
+    with (
+        atomic_path(out, suffix=out.suffix) as tmp_name,
+        open(tmp_name, "w", encoding="utf-8") as f,
+    ):
+        f.write(text)
+    return out
 
 
 def _cast(data: np.ndarray, dtype: str) -> np.ndarray:

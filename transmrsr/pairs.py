@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from transmrsr.degradation import MAX_THICKNESS, MIN_THICKNESS, simulate_interpolated_lr
+from transmrsr.degradation import (
+    MAX_THICKNESS,
+    MIN_THICKNESS,
+    SLICE_PROFILES,
+    simulate_interpolated_lr,
+    slice_profile,
+)
 from transmrsr.errors import TransMRSRError
 
 #: A reference voxel above this fraction of the normalised range counts as signal; a plane
@@ -69,6 +75,13 @@ class PairConfig:
     (5 mm slices every 6.5 mm: 0.77) and reconstructions sometimes overlap (above 1); the
     adaptation to a scan of known thickness makes its pairs that way. ``(1, 1)``: slices as
     thick as their spacing, the SPEC's model.
+
+    ``profiles``: the slice-profile shapes (:data:`~transmrsr.degradation.SLICE_PROFILES`) a
+    pair draws from, uniformly. Real 2-D scans are acquired with flat-topped, boxcar-like or
+    cross-talking slices, not the SPEC's Gaussian; a network that only ever saw one shape
+    learns corrections locked to it, and on a real scan they no longer cancel from slab to
+    slab (horizontal stripes one slab apart, :mod:`transmrsr.stripes`).
+    ``("gaussian",)``: the SPEC's model.
     """
 
     factor_range: tuple[float, float] = (4.0, 4.0)
@@ -83,8 +96,16 @@ class PairConfig:
     rotate_degrees: float = 0.0
     zoom_range: tuple[float, float] = (1.0, 1.0)
     thickness_range: tuple[float, float] = (1.0, 1.0)
+    profiles: tuple[str, ...] = ("gaussian",)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "profiles", tuple(str(p) for p in self.profiles))
+        unknown = [p for p in self.profiles if p not in SLICE_PROFILES]
+        if not self.profiles or unknown:
+            raise TransMRSRError(
+                f"slice profiles must be among {', '.join(SLICE_PROFILES)}, got "
+                f"{', '.join(self.profiles) or 'none'}"
+            )
         names = ("factor_range", "noise_range", "gain_range", "zoom_range", "thickness_range")
         for name in names:
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
@@ -150,8 +171,15 @@ def make_pair(
     if config.thickness_range != (1.0, 1.0):
         # Its own stream, as the noise's: the rest of the pair is that of the plain one.
         fwhm = factor * float(np.random.default_rng((*key, 4)).uniform(*config.thickness_range))
+    profile = None
+    if config.profiles != ("gaussian",):
+        # Its own stream, as the thickness's.
+        kind = config.profiles[int(np.random.default_rng((*key, 5)).integers(len(config.profiles)))]
+        profile = slice_profile(kind, factor, fwhm)
     # Degrade the whole plane, then crop both: no crop border enters the slice profile.
-    full_lr = simulate_interpolated_lr(full, 0, factor, method=config.interpolation, fwhm=fwhm)
+    full_lr = simulate_interpolated_lr(
+        full, 0, factor, method=config.interpolation, fwhm=fwhm, profile=profile
+    )
     r0 = int(rng.integers(0, full.shape[0] - size + 1))
     c0 = int(rng.integers(0, full.shape[1] - size + 1))
     hr = full[r0 : r0 + size, c0 : c0 + size]

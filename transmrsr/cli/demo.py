@@ -24,7 +24,7 @@ from transmrsr.evaluation.figures import comparison_figure, to_ras
 from transmrsr.geometry import check_factor, resolve_axis
 from transmrsr.inference.restore import DEFAULT_MODEL, load_model, restore_volume
 from transmrsr.interpolation import resample_to_grid, upsample
-from transmrsr.io import atomic_path, save_volume
+from transmrsr.io import atomic_path, save_volume, voxel_sizes
 from transmrsr.templates import mni152_brain_mask, mni152_t1
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         precision=args.precision,
         adapt=adapt_config(args),
+        # The demo made the acquisition, so it knows its slices: as thick as their spacing.
+        slice_thickness=float(voxel_sizes(lr.affine)[axis]),
     )
     timings["TransMRSR"] = time.perf_counter() - t0
     save_volume(result.volume, out / "transmrsr.nii.gz", description=result.describe())

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "transmrsr.cli.degrade",
     "transmrsr.cli.upsample",
     "transmrsr.cli.restore",
+    "transmrsr.cli.bids",
     "transmrsr.cli.evaluate",
     "transmrsr.cli.train_prior",
     "transmrsr.cli.fit_centroids",
@@ -34,6 +35,11 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def _command_name(module: str) -> str:
+    """``transmrsr.cli.fit_centroids`` -> ``fit-centroids``: each module's command."""
+    return module.rsplit(".", 1)[-1].replace("_", "-")
+
+
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line, like every other error of the tool."""
 
@@ -41,8 +47,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every available sub-command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the top-level parser with every available sub-command, or with ``command``'s
+    alone: importing every command module loads scikit-learn, matplotlib and the training
+    code, seconds that a command failing on a bad argument should not wait for."""
     parser = _Parser(
         prog="transmrsr",
         description="Thick-slice brain MRI to isotropic high-resolution volumes (TransMRSR).",
@@ -53,15 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:
-        importlib.import_module(name).add_parser(sub)
+        if command is None or _command_name(name) == command:
+            importlib.import_module(name).add_parser(sub)
     return parser
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names (its first word that is not an option), when it is
+    one; ``None`` (build every command) otherwise, so that help and errors list them all."""
+    names = {_command_name(m) for m in COMMAND_MODULES}
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in names else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``transmrsr`` console script; returns the process exit status."""
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_requested_command(words))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:  # --help, --version and usage errors: already printed
         return int(exc.code or 0)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO

@@ -47,6 +47,17 @@ def thick_slice_operator(n: int, m: int, factor: float, fwhm: float | None = Non
     return interpolation_matrix("cubic", n, positions) @ blur
 
 
+def _check_pair(restored: np.ndarray, observed: np.ndarray, axis: int) -> None:
+    """Refuse volumes that are not 3-D or differ off the thick axis."""
+    if restored.ndim != 3 or observed.ndim != 3:
+        raise TransMRSRError("data consistency needs two 3-D volumes")
+    other = [a for a in range(3) if a != axis]
+    if [restored.shape[a] for a in other] != [observed.shape[a] for a in other]:
+        raise TransMRSRError(
+            f"restored {restored.shape} and observed {observed.shape} differ off the thick axis"
+        )
+
+
 def enforce_consistency(
     restored: np.ndarray,
     observed: np.ndarray,
@@ -68,13 +79,7 @@ def enforce_consistency(
     Returns:
         A float32 array of ``restored``'s shape.
     """
-    if restored.ndim != 3 or observed.ndim != 3:
-        raise TransMRSRError("data consistency needs two 3-D volumes")
-    other = [a for a in range(3) if a != axis]
-    if [restored.shape[a] for a in other] != [observed.shape[a] for a in other]:
-        raise TransMRSRError(
-            f"restored {restored.shape} and observed {observed.shape} differ off the thick axis"
-        )
+    _check_pair(restored, observed, axis)
     n, m = int(restored.shape[axis]), int(observed.shape[axis])
     d = thick_slice_operator(n, m, factor, fwhm)
     gram = d @ d.T
@@ -82,3 +87,54 @@ def enforce_consistency(
     back = np.linalg.solve(gram, d).T  # D^T (D D^T + ridge I)^-1, symmetric gram
     residual = np.asarray(observed, np.float32) - apply_along_axis(d, restored, axis)
     return np.asarray(restored, np.float32) + apply_along_axis(back, residual, axis)
+
+
+#: The ways restore brings its output to reproduce the input: ``smooth``
+#: (:func:`enforce_consistency_smoothly`) or ``projection`` (:func:`enforce_consistency`).
+CONSISTENCY_METHODS = ("smooth", "projection")
+#: What restore uses unless told (chosen by measurement: docs/experiments.md).
+DEFAULT_CONSISTENCY = "smooth"
+
+#: Iterations of :func:`enforce_consistency_smoothly` (each one a blur, a sampling and a cubic
+#: interpolation along the thick axis) and the relative residual at which it stops earlier.
+SMOOTH_ITERATIONS = 10
+SMOOTH_TOLERANCE = 1e-3
+
+
+def enforce_consistency_smoothly(
+    restored: np.ndarray,
+    observed: np.ndarray,
+    axis: int,
+    factor: float,
+    *,
+    fwhm: float | None = None,
+    iterations: int = SMOOTH_ITERATIONS,
+) -> np.ndarray:
+    """Bring ``restored`` to reproduce ``observed`` with corrections that are smooth along the
+    thick axis.
+
+    The orthogonal projection (:func:`enforce_consistency`) corrects with ``D^T``: one bump of
+    the slice profile's shape per thick slice. Where a real scanner's slices differ from the
+    model's (another profile, a gap, cross-talk), the residual it corrects is systematic and
+    its bumps line up slab after slab: horizontal stripes one slab apart in sagittal and
+    coronal views. Here the residual is instead spread by cubic interpolation ``U`` of the
+    thick samples onto the fine grid, ``x <- x + U (y - D x)``, repeated: a Landweber iteration
+    preconditioned by interpolation, which converges to the same set ``{x : D x = y}``
+    (``D U`` is a smooth low-pass with eigenvalues in (0, 1]) along corrections without a
+    slab-locked shape. It stops after ``iterations`` or once the residual is below
+    :data:`SMOOTH_TOLERANCE` of the observed range; the highest through-plane frequencies,
+    the least determined by the thick slices, converge last and are corrected least.
+    """
+    _check_pair(restored, observed, axis)
+    n, m = int(restored.shape[axis]), int(observed.shape[axis])
+    d = thick_slice_operator(n, m, factor, fwhm)
+    spread = interpolation_matrix("cubic", m, (np.arange(n, dtype=np.float64) + 0.5) / factor - 0.5)
+    observed = np.asarray(observed, np.float32)
+    scale = float(np.ptp(observed)) or 1.0
+    out = np.array(restored, np.float32)
+    for _ in range(iterations):
+        residual = observed - apply_along_axis(d, out, axis)
+        if float(np.abs(residual).max()) < SMOOTH_TOLERANCE * scale:
+            break
+        out += apply_along_axis(spread, residual, axis)
+    return out

@@ -31,7 +31,12 @@ from transmrsr.devices import inference_uses_bf16
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import detect_thick_axis
 from transmrsr.inference.adapt import AdaptConfig, adapt_network
-from transmrsr.inference.consistency import enforce_consistency
+from transmrsr.inference.consistency import (
+    CONSISTENCY_METHODS,
+    DEFAULT_CONSISTENCY,
+    enforce_consistency,
+    enforce_consistency_smoothly,
+)
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.intensity import IntensityScaler
 from transmrsr.interpolation import resample_in_plane, resample_to_grid, upsample
@@ -171,6 +176,16 @@ def slice_axes_for(
 FACTOR_MARGIN = 0.5
 
 
+def untrained_factor(model: LoadedModel, factor: float) -> tuple[float, float] | None:
+    """The model's training range of factors when ``factor`` lies more than
+    :data:`FACTOR_MARGIN` outside it, else ``None`` (also for models without a range)."""
+    trained = model.info.get("factor_range")
+    if not trained:
+        return None
+    lo, hi = (float(v) for v in trained)
+    return None if lo - FACTOR_MARGIN <= factor <= hi + FACTOR_MARGIN else (lo, hi)
+
+
 def warn_if_untrained_factor(model: LoadedModel, factor: float) -> bool:
     """Log a warning (and return true) when ``factor`` is outside the model's training range.
 
@@ -178,12 +193,10 @@ def warn_if_untrained_factor(model: LoadedModel, factor: float) -> bool:
     0.45 mm in-plane voxels and 5 mm slices is x11 at its own resolution, where ``--resolution
     1`` makes it x5. Models without a recorded range are not checked.
     """
-    trained = model.info.get("factor_range")
-    if not trained:
+    trained = untrained_factor(model, factor)
+    if trained is None:
         return False
-    lo, hi = (float(v) for v in trained)
-    if lo - FACTOR_MARGIN <= factor <= hi + FACTOR_MARGIN:
-        return False
+    lo, hi = trained
     log.warning(
         "factor x%.3g is outside the factors %s was trained on (x%g-x%g): expect a poorer "
         "restoration%s",
@@ -239,6 +252,7 @@ def restore_volume(
     precision: str = "auto",
     resolution: float | None = None,
     slice_thickness: float | None = None,
+    consistency_method: str = DEFAULT_CONSISTENCY,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -248,9 +262,11 @@ def restore_volume(
     coarser) and the thick axis is restored by its spacing over ``resolution``. A factor
     outside the range the model was trained on is restored with a warning.
     Intensities are normalised for the network with the input's robust range and mapped back.
-    With ``consistency`` the result is then projected onto the volumes whose simulated thick
-    slices are the input (:func:`~transmrsr.inference.consistency.enforce_consistency`), and
-    finally clipped to the input's value range. A model with specialists runs the one trained
+    With ``consistency`` the result is then brought to reproduce the input's thick slices
+    (``consistency_method``: ``smooth``, corrections interpolated along the thick axis,
+    :func:`~transmrsr.inference.consistency.enforce_consistency_smoothly`; or ``projection``,
+    the orthogonal projection, :func:`~transmrsr.inference.consistency.enforce_consistency`),
+    and finally clipped to the input's value range. A model with specialists runs the one trained
     for this factor (:meth:`LoadedModel.for_factor`). ``scaler`` replaces the input's own
     normalisation (:meth:`IntensityScaler.fit` of the input), e.g. one fitted once for a cohort.
     ``adapt`` first fine-tunes a copy of the network on the scan's own in-plane images
@@ -262,6 +278,11 @@ def restore_volume(
     or overlapping slices): the adaptation and the data consistency then model slices that
     thick (:func:`thickness_ratio`).
     """
+    if consistency_method not in CONSISTENCY_METHODS:
+        raise TransMRSRError(
+            f"consistency method must be one of {', '.join(CONSISTENCY_METHODS)}, "
+            f"got {consistency_method!r}"
+        )
     thick, k = detect_thick_axis(volume.affine, axis=axis, factor=factor, resolution=resolution)
     spacing = float(voxel_sizes(volume.affine)[thick])
     ratio = thickness_ratio(slice_thickness, spacing)
@@ -294,7 +315,7 @@ def restore_volume(
             device=device,
             bf16=bf16,
             progress=progress,
-            thickness=ratio,
+            thickness=None if slice_thickness is None else ratio,
         )
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     head = head_mask(data)
@@ -316,7 +337,10 @@ def restore_volume(
     out = scaler.inverse(restored)
     del restored
     if consistency:
-        out = enforce_consistency(out, volume.data, thick, k, fwhm=k * ratio)
+        enforce = (
+            enforce_consistency_smoothly if consistency_method == "smooth" else enforce_consistency
+        )
+        out = enforce(out, volume.data, thick, k, fwhm=k * ratio)
     np.clip(out, low, high, out=out)
     stripes = _stripes(out, thick, k, head)
     _report_stripes(stripes, cubic_stripes)
@@ -350,12 +374,12 @@ def _report_stripes(ours: float | None, cubic: float | None) -> None:
     if ours is None or cubic is None:
         return
     ratio = stripe_ratio(ours, cubic)
-    log.info("slab-stripe index %.4f (cubic interpolation %.4f: %.2f times)", ours, cubic, ratio)
+    log.info("slab-stripe index %.2f (cubic interpolation %.2f: %.2f times)", ours, cubic, ratio)
     if ratio > WARN_RATIO:
         log.warning(
-            "the output repeats detail with the slab period %.2f times as much as cubic "
-            "interpolation (slab-stripe index %.4f against %.4f): look at sagittal and coronal "
-            "views for horizontal stripes one slab apart",
+            "the output's detail repeats with the slab period %.2f times as much as cubic "
+            "interpolation's (slab-stripe index %.2f against %.2f): look at sagittal and "
+            "coronal views for horizontal stripes one slab apart",
             ratio,
             ours,
             cubic,

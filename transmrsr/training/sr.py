@@ -501,6 +501,7 @@ def _export(
         "thick_axis_trained": config.pairs.thick_axis,
         "thickness_range": list(config.pairs.thickness_range),
         "gain_range": list(config.pairs.gain_range),
+        "slice_profiles": list(config.pairs.profiles),
     }
     if config.synthetic is not None:
         info["synthetic"] = {
