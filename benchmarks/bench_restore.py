@@ -1,11 +1,13 @@
-"""Restore wall time, peak memory and the quality gain of fusing two plane orientations.
+"""Restore wall time, peak memory and quality of the default and of each speed lever.
 
 An IXI-sized T1 (256 x 256 in-plane, 1 mm: the MNI152 template that nilearn ships, held out
 from every shipped model, padded to 256 x 256 and cropped to 150 slices) is degraded x4 along
-SI to ~38 thick slices and restored to ~150, once with one plane orientation and once with both
-fused. Each run is a separate process, so the peak resident memory (ru_maxrss) is that run's own.
+SI to ~38 thick slices and restored to ~150: once as ``transmrsr restore`` does by default, and
+once per lever, each changing one setting of the default. Each run is a separate process, so
+the peak resident memory (ru_maxrss) is that run's own.
 
     python benchmarks/bench_restore.py --model t1
+    python benchmarks/bench_restore.py --model t1 --levers default adapt-all batch-1
 """
 
 from __future__ import annotations
@@ -49,8 +51,21 @@ def ixi_sized_reference():
     return vol.with_data(data.astype(np.float32), affine), si
 
 
-def one_run(model: str, planes: str, threads: int, precision: str, adapt: int) -> dict:
-    """Child process: degrade, restore, score; report time and peak memory."""
+#: Each lever: the settings it changes from the default restore, and what it means.
+LEVERS: dict[str, tuple[dict, str]] = {
+    "default": ({}, "`transmrsr restore` as it is"),
+    "adapt-all": ({"scope": "all"}, "adaptation of all parameters (default until 2026-11-29)"),
+    "adapt-0": ({"adapt": 0}, "no adaptation to the scan"),
+    "adapt-10": ({"adapt": 10}, "10 adaptation steps instead of 20"),
+    "both-planes": ({"planes": "both"}, "both plane orientations, fused"),
+    "batch-1": ({"batch_size": 1}, "one plane per forward pass"),
+    "batch-8": ({"batch_size": 8}, "eight planes per forward pass"),
+    "threads-1": ({"threads": 1}, "one thread"),
+}
+
+
+def one_run(settings: dict) -> dict:
+    """Child process: degrade, restore with ``settings``, score; report time and peak memory."""
     import torch
 
     from transmrsr.degradation import degrade
@@ -58,29 +73,30 @@ def one_run(model: str, planes: str, threads: int, precision: str, adapt: int) -
     from transmrsr.inference.adapt import AdaptConfig
     from transmrsr.inference.restore import load_model, restore_volume
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(settings["threads"])
     ref, si = ixi_sized_reference()
     lr_data, lr_affine = degrade(ref.data, ref.affine, si, 4.0)
     lr = ref.with_data(lr_data, lr_affine)
-    loaded = load_model(model)
+    loaded = load_model(settings["model"])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    steps = settings["adapt"]
     t0 = time.perf_counter()
     result = restore_volume(
         lr,
         loaded,
         axis=si,
         factor=4.0,
-        planes=planes,
-        precision=precision,
-        adapt=AdaptConfig(steps=adapt) if adapt else None,
+        planes=settings["planes"],
+        batch_size=settings["batch_size"],
+        precision=settings["precision"],
+        adapt=AdaptConfig(steps=steps, scope=settings["scope"]) if steps else None,
     )
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     score = compare_volumes(result.volume, ref, thick_axis=si)
     return {
-        "planes": planes,
+        "planes": result.slice_axes,
         "precision": result.precision,
-        "adapt_steps": adapt,
         "input_shape": list(lr.shape),
         "output_shape": list(result.volume.shape),
         "seconds": seconds,
@@ -96,58 +112,59 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
     add_network_run_arguments(parser)
-    parser.add_argument("--child", choices=["one", "both"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--levers",
+        nargs="+",
+        default=list(LEVERS),
+        choices=list(LEVERS),
+        help="which runs to make (default: all); each changes one setting of the default",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.child:
-        sys.stdout.write(
-            json.dumps(one_run(args.model, args.child, args.threads, args.precision, args.adapt))
-            + "\n"
-        )
+        sys.stdout.write(json.dumps(one_run(json.loads(args.child))) + "\n")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    default = {
+        "model": args.model,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "planes": "auto",
+        "precision": args.precision,
+        "adapt": args.adapt,
+        "scope": args.adapt_scope,
+    }
     results = {}
-    for planes in ("one", "both"):
+    for lever in args.levers:
+        settings = {**default, **LEVERS[lever][0]}
+        log.info("%s: %s", lever, LEVERS[lever][1])
         done = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                planes,
-                "--model",
-                args.model,
-                "--threads",
-                str(args.threads),
-                "--precision",
-                args.precision,
-                "--adapt",
-                str(args.adapt),
-            ],
+            [sys.executable, __file__, "--child", json.dumps(settings)],
             capture_output=True,
             text=True,
             check=True,
         )
-        results[planes] = json.loads(done.stdout.strip().splitlines()[-1])
-    one, both = results["one"], results["both"]
-    gain = both["psnr_masked"] - one["psnr_masked"]
-    extra = both["seconds"] - one["seconds"]
+        results[lever] = {"settings": settings, **json.loads(done.stdout.strip().splitlines()[-1])}
+    first = next(iter(results.values()))
     lines = [
-        f"IXI-sized T1 x4 along SI: {one['input_shape']} -> {one['output_shape']}, "
-        f"{args.threads} threads, model {args.model}, {one['precision']}, "
-        f"adaptation {args.adapt} steps",
-        "| planes | wall time | peak memory | masked PSNR / SSIM | paper PSNR |",
-        "|---|---|---|---|---|",
+        f"IXI-sized T1 x4 along SI: {first['input_shape']} -> {first['output_shape']}, "
+        f"model {args.model}, {first['precision']}; default: {args.threads} threads, batch "
+        f"{args.batch_size}, adaptation {args.adapt} steps ({args.adapt_scope})",
+        "| lever | what it changes | wall time | peak memory | masked PSNR / SSIM | paper PSNR "
+        "| masked PSNR vs default |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in (one, both):
+    reference = results.get("default")
+    for lever, r in results.items():
+        versus = f"{r['psnr_masked'] - reference['psnr_masked']:+.3f} dB" if reference else "-"
         lines.append(
-            f"| {r['planes']} | {r['seconds']:.1f} s | {r['peak_rss_gib']:.2f} GiB | "
-            f"{r['psnr_masked']:.2f} dB / {r['ssim_masked']:.4f} | {r['psnr_paper']:.2f} dB |"
+            f"| {lever} | {LEVERS[lever][1]} | {r['seconds']:.1f} s | {r['peak_rss_gib']:.2f} GiB "
+            f"| {r['psnr_masked']:.3f} dB / {r['ssim_masked']:.4f} | {r['psnr_paper']:.2f} dB "
+            f"| {versus} |"
         )
-    lines.append(
-        f"fusing two planes: {gain:+.3f} dB masked PSNR for {extra:+.1f} s "
-        f"({gain / max(extra, 1e-9):+.4f} dB per extra second)"
-    )
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -50,7 +50,7 @@ from transmrsr.degradation import SLICE_PROFILES, degrade, slice_profile
 from transmrsr.devices import PRECISIONS
 from transmrsr.evaluation.compare import compare_volumes
 from transmrsr.geometry import resolve_axis
-from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
+from transmrsr.inference.adapt import ADAPT_SCOPES, DEFAULT_STEPS, AdaptConfig
 from transmrsr.inference.consistency import CONSISTENCY_METHODS, DEFAULT_CONSISTENCY
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
@@ -178,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         "Gaussian when the thickness is told, all when not)",
     )
     parser.add_argument(
+        "--adapt-scope",
+        nargs="+",
+        default=["decoder"],
+        choices=ADAPT_SCOPES,
+        help="which parameters the adaptation tunes (default decoder, as restore)",
+    )
+    parser.add_argument(
         "--precision",
         nargs="+",
         default=["auto"],
@@ -215,12 +222,19 @@ def main(argv: list[str] | None = None) -> int:
             }
             spacing = float(voxel_sizes(lr_affine)[axis])
             runs = itertools.product(
-                args.planes, args.consistency, args.levels, args.adapt, args.precision, args.told
+                args.planes,
+                args.consistency,
+                args.levels,
+                args.adapt,
+                args.precision,
+                args.told,
+                args.adapt_scope,
             )
-            for planes, consistency, level, steps, precision, told in runs:
+            for planes, consistency, level, steps, precision, told, scope in runs:
                 adapt = (
                     AdaptConfig(
                         steps=steps,
+                        scope=scope,
                         profiles=tuple(args.adapt_profiles) if args.adapt_profiles else None,
                     )
                     if steps
@@ -257,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                             "cubic_stripe_index": restored.cubic_stripe_index,
                             "told": told,
                             "adapt_steps": steps,
+                            "adapt_scope": scope,
                             "adapt_profiles": args.adapt_profiles,
                             "consistency_method": args.consistency_method,
                             "precision": restored.precision,
@@ -269,13 +284,14 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
                 log.info(
-                    "%s x%g %s, consistency %s, level %g, adapt %d, %s: done in %.0f s",
+                    "%s x%g %s, consistency %s, level %g, adapt %d (%s), %s: done in %.0f s",
                     name,
                     factor,
                     planes,
                     consistency,
                     level,
                     steps,
+                    scope,
                     restored.precision,
                     seconds,
                 )
@@ -300,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['volume']} | x{r['factor']:g} | "
             f"{r['profile']}, {r['thickness']:g}, {r['told']} | "
             f"{r['planes']} | {r['consistency']} | "
-            f"{r['level']:g} | {r['adapt_steps']} | {r['precision']} | "
+            f"{r['level']:g} | {r['adapt_steps']} ({r['adapt_scope']}) | {r['precision']} | "
             f"{r['model_file']} | "
             f"{c['psnr_masked']:.2f} / {c['ssim_masked']:.4f} | "
             f"{m['psnr_masked']:.2f} / {m['ssim_masked']:.4f} | {r['gain_masked_db']:+.2f} dB | "

@@ -12,11 +12,13 @@ from transmrsr.cli.main import main
 from transmrsr.degradation import SLICE_PROFILES, degrade
 from transmrsr.errors import TransMRSRError
 from transmrsr.inference.adapt import (
+    DECODER_PREFIXES,
     DEFAULT_STEPS,
     FACTOR_SPREAD,
     UNKNOWN_THICKNESS,
     AdaptConfig,
     adapt_network,
+    adaptable_parameters,
     in_plane_images,
 )
 from transmrsr.inference.restore import load_model, restore_volume
@@ -53,6 +55,7 @@ def test_in_plane_images_are_the_planes_across_the_thick_axis_both_ways():
         ("lr", 0.0, "learning rate"),
         ("lr", 2.0, "learning rate"),
         ("batch_size", 0, "batch size"),
+        ("scope", "encoder", "scope"),
     ],
 )
 def test_impossible_adaptation_settings_are_refused(field, value, message):
@@ -171,3 +174,35 @@ def test_pairs_model_the_known_thickness_or_every_shape_when_it_is_unknown(
     assert seen[-1].thickness_range == UNKNOWN_THICKNESS
     adapt_network(network, normalised, 2, 4.0, AdaptConfig(steps=1, profiles=("boxcar",)))
     assert seen[-1].profiles == ("boxcar",) and seen[-1].thickness_range == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("scope", ["decoder", "all"])
+def test_the_scope_says_which_parameters_the_adaptation_tunes(tiny_model_file, scope):
+    network = load_model(tiny_model_file).network
+    scan = _scan()
+    normalised = IntensityScaler.fit(scan.data)(scan.data)
+    adapted = adapt_network(network, normalised, 2, 4.0, AdaptConfig(steps=2, lr=1e-3, scope=scope))
+    before = dict(network.named_parameters())
+    changed = {
+        name for name, value in adapted.named_parameters() if not torch.equal(value, before[name])
+    }
+    decoder_side = {
+        name
+        for name in before
+        if name.startswith(DECODER_PREFIXES) and "relative_position_bias" not in name
+    }
+    if scope == "decoder":
+        assert changed and changed <= decoder_side
+    else:
+        assert any(name.startswith("encoder.") for name in changed)
+        assert any("relative_position_bias" in name for name in changed)
+    # The copy is handed back ready to be trained further, like the network it came from.
+    assert all(p.requires_grad for p in adapted.parameters())
+
+
+def test_networks_without_a_decoder_side_adapt_all_their_parameters():
+    from transmrsr.models.edsr import EDSR, EDSRConfig
+
+    network = EDSR(EDSRConfig(n_blocks=1, n_features=8))
+    tuned = adaptable_parameters(network, "decoder")
+    assert [id(p) for p in tuned] == [id(p) for p in network.parameters()]

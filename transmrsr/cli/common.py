@@ -6,7 +6,7 @@ import argparse
 import math
 
 from transmrsr.devices import PRECISIONS
-from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
+from transmrsr.inference.adapt import ADAPT_SCOPES, DEFAULT_STEPS, AdaptConfig
 from transmrsr.io import OUTPUT_DTYPES
 
 
@@ -114,7 +114,8 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--adapt`` and ``--precision``: how a restoring command runs its network (restore, demo)."""
+    """``--adapt``, ``--adapt-scope`` and ``--precision``: how a restoring command runs its
+    network (restore, demo)."""
     parser.add_argument(
         "--adapt",
         type=int_at_least(0),
@@ -123,6 +124,13 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="first fine-tune the model for STEPS steps on the scan's own in-plane images "
         f"blurred like its slices (self-supervised, SMORE-style; default {DEFAULT_STEPS}, "
         "about 40 s on a 2-core CPU; 0: off, the network as shipped)",
+    )
+    parser.add_argument(
+        "--adapt-scope",
+        default="decoder",
+        choices=ADAPT_SCOPES,
+        help="which parameters --adapt tunes: decoder (default: the decoder side, encoder "
+        "frozen; a third of the time per step) or all",
     )
     parser.add_argument(
         "--precision",
@@ -136,4 +144,4 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def adapt_config(args: argparse.Namespace) -> AdaptConfig | None:
     """The adaptation ``--adapt`` asks for (None for 0 steps)."""
-    return AdaptConfig(steps=args.adapt) if args.adapt else None
+    return AdaptConfig(steps=args.adapt, scope=args.adapt_scope) if args.adapt else None

