@@ -123,14 +123,14 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="STEPS",
         help="first fine-tune the model for STEPS steps on the scan's own in-plane images "
         f"blurred like its slices (self-supervised, SMORE-style; default {DEFAULT_STEPS}, "
-        "about 40 s on a 2-core CPU; 0: off, the network as shipped)",
+        "about 75 s on a 2-core CPU without bf16 units; 0: off, the network as shipped)",
     )
     parser.add_argument(
         "--adapt-scope",
         default="decoder",
         choices=ADAPT_SCOPES,
         help="which parameters --adapt tunes: decoder (default: the decoder side, encoder "
-        "frozen; a third of the time per step) or all",
+        "frozen; about half the time per step) or all",
     )
     parser.add_argument(
         "--precision",

@@ -42,8 +42,8 @@ DEFAULT_PATCH = 128
 #: Slice thickness over spacing that pairs draw from when the scan's is not known: real 2-D
 #: scans come with gaps (0.7-0.8) as often as without, and sometimes with overlap.
 UNKNOWN_THICKNESS = (0.6, 1.2)
-#: What ``restore`` does unless told otherwise: about 40 s on a 2-core CPU without bf16 units,
-#: and within the 2-minute budget of a default restore there (docs/restore.md).
+#: What ``restore`` does unless told otherwise: about 75 s of a 132 s default restore on a
+#: 2-core CPU without bf16 units (docs/restore.md).
 DEFAULT_STEPS = 20
 #: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
 ADAPT_SCOPES = ("decoder", "all")
@@ -65,7 +65,7 @@ class AdaptConfig:
     ``scope``: which parameters are tuned (:func:`adaptable_parameters`). ``decoder`` (default)
     leaves the encoder and the attention position tables as trained, so that no gradient
     flows through the encoder and attention runs PyTorch's fused kernel backwards as well:
-    a step costs a third of one over ``all`` parameters on a 2-core CPU (docs/experiments.md).
+    a step costs about half of one over ``all`` parameters on a 2-core CPU (docs/experiments.md).
 
     ``profiles``: the slice-profile shapes the pairs draw from. ``None`` (default): the
     SPEC's Gaussian when the scan's slice thickness is known (given, or from a sidecar or the
