@@ -6,8 +6,13 @@ SI to ~38 thick slices and restored to ~150: once as ``transmrsr restore`` does 
 once per lever, each changing one setting of the default. Each run is a separate process, so
 the peak resident memory (ru_maxrss) is that run's own.
 
+On a GPU (``--device cuda``) the clock starts after the model is loaded and the device warmed
+up (one training step and one forward pass of the network on a dummy batch, which pay for
+CUDA's context and kernel selection), and the peak is the GPU's allocated memory.
+
     python benchmarks/bench_restore.py --model t1
     python benchmarks/bench_restore.py --model t1 --levers default adapt-all batch-1
+    python benchmarks/bench_restore.py --model t1 --device cuda --levers default adapt-100
 """
 
 from __future__ import annotations
@@ -57,11 +62,28 @@ LEVERS: dict[str, tuple[dict, str]] = {
     "adapt-all": ({"scope": "all"}, "adaptation of all parameters (default until 2026-11-29)"),
     "adapt-0": ({"adapt": 0}, "no adaptation to the scan"),
     "adapt-10": ({"adapt": 10}, "10 adaptation steps instead of 20"),
+    "adapt-100": ({"adapt": 100}, "100 adaptation steps instead of 20"),
     "both-planes": ({"planes": "both"}, "both plane orientations, fused"),
     "batch-1": ({"batch_size": 1}, "one plane per forward pass"),
     "batch-8": ({"batch_size": 8}, "eight planes per forward pass"),
     "threads-1": ({"threads": 1}, "one thread"),
+    "workers-1": ({"workers": 1}, "one thread of batches (default until 2026-11-29)"),
 }
+
+
+def warm_up(network, device) -> None:
+    """One training step and one forward pass on a dummy batch (a copy of the network)."""
+    import copy
+
+    import torch
+
+    size = network.config.img_size
+    x = torch.rand(2, 1, size, size, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        copy.deepcopy(network).to(device).train()(x).mean().backward()
+        with torch.no_grad():
+            network.to(device).eval()(x)
+    torch.cuda.synchronize(device)
 
 
 def one_run(settings: dict) -> dict:
@@ -78,6 +100,10 @@ def one_run(settings: dict) -> dict:
     lr_data, lr_affine = degrade(ref.data, ref.affine, si, 4.0)
     lr = ref.with_data(lr_data, lr_affine)
     loaded = load_model(settings["model"])
+    device = torch.device(settings["device"])
+    if device.type == "cuda":
+        warm_up(loaded.for_factor(4.0).network, device)
+        torch.cuda.reset_peak_memory_stats(device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     steps = settings["adapt"]
     t0 = time.perf_counter()
@@ -90,9 +116,13 @@ def one_run(settings: dict) -> dict:
         batch_size=settings["batch_size"],
         precision=settings["precision"],
         adapt=AdaptConfig(steps=steps, scope=settings["scope"]) if steps else None,
+        workers=settings["workers"],
+        device=device,
     )
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**10
     score = compare_volumes(result.volume, ref, thick_axis=si)
     return {
         "planes": result.slice_axes,
@@ -112,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: the restore's (1 on a CPU)"
+    )
     add_network_run_arguments(parser)
     parser.add_argument(
         "--levers",
@@ -136,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision,
         "adapt": args.adapt,
         "scope": args.adapt_scope,
+        "workers": None,
+        "device": args.device,
     }
     results = {}
     for lever in args.levers:
@@ -151,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(results.values()))
     lines = [
         f"IXI-sized T1 x4 along SI: {first['input_shape']} -> {first['output_shape']}, "
-        f"model {args.model}, {first['precision']}; default: {args.threads} threads, batch "
-        f"{args.batch_size}, adaptation {args.adapt} steps ({args.adapt_scope})",
+        f"model {args.model}, {first['precision']} on {args.device}; default: {args.threads} "
+        f"threads, batch {args.batch_size or 'default'}, adaptation {args.adapt} steps "
+        f"({args.adapt_scope})",
         "| lever | what it changes | wall time | peak memory | masked PSNR / SSIM | paper PSNR "
         "| masked PSNR vs default |",
         "|---|---|---|---|---|---|---|",

@@ -185,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         help="which parameters the adaptation tunes (default decoder, as restore)",
     )
     parser.add_argument(
+        "--adapt-batch",
+        type=int,
+        default=AdaptConfig.batch_size,
+        metavar="N",
+        help=f"pairs per adaptation step (default {AdaptConfig.batch_size}, as restore)",
+    )
+    parser.add_argument(
         "--precision",
         nargs="+",
         default=["auto"],
@@ -235,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                     AdaptConfig(
                         steps=steps,
                         scope=scope,
+                        batch_size=args.adapt_batch,
                         profiles=tuple(args.adapt_profiles) if args.adapt_profiles else None,
                     )
                     if steps
@@ -272,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                             "told": told,
                             "adapt_steps": steps,
                             "adapt_scope": scope,
+                            "adapt_batch": args.adapt_batch,
                             "adapt_profiles": args.adapt_profiles,
                             "consistency_method": args.consistency_method,
                             "precision": restored.precision,

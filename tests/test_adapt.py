@@ -206,3 +206,22 @@ def test_networks_without_a_decoder_side_adapt_all_their_parameters():
     network = EDSR(EDSRConfig(n_blocks=1, n_features=8))
     tuned = adaptable_parameters(network, "decoder")
     assert [id(p) for p in tuned] == [id(p) for p in network.parameters()]
+
+
+@pytest.mark.parametrize("batch_size", [4, 3])
+def test_two_workers_sharing_the_pairs_take_the_steps_of_the_whole_batch(
+    tiny_model_file, batch_size
+):
+    network = load_model(tiny_model_file).network
+    scan = _scan()
+    normalised = IntensityScaler.fit(scan.data)(scan.data)
+    config = AdaptConfig(steps=3, lr=1e-3, batch_size=batch_size, seed=5)
+    threads = torch.get_num_threads()
+    alone = adapt_network(network, normalised, 2, 4.0, config, workers=1)
+    shared = adapt_network(network, normalised, 2, 4.0, config, workers=2)
+    assert torch.get_num_threads() == threads
+    moved = 0.0
+    for name, value in shared.named_parameters():
+        torch.testing.assert_close(value, dict(alone.named_parameters())[name], rtol=0, atol=2e-5)
+        moved = max(moved, (value - dict(network.named_parameters())[name]).abs().max().item())
+    assert moved > 1e-3  # the steps did change the network

@@ -3,6 +3,9 @@ bf16 restore is the fp32 one to within bf16's rounding."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +17,10 @@ from transmrsr.devices import (
     BF16_CPU_PROBES,
     check_precision,
     cpu_has_bf16_units,
+    default_batch_size,
+    default_workers,
     inference_uses_bf16,
+    map_in_threads,
     resolve_device,
     uses_bf16,
 )
@@ -114,3 +120,38 @@ def test_restore_cli_takes_a_precision_and_refuses_others(tiny_model_file, tmp_p
     bad = tmp_path / "bad.nii.gz"
     assert main(["restore", str(source), str(bad), "--model", model, "--precision", "fp16"]) == 2
     assert not bad.exists() and "--precision" in capsys.readouterr().err
+
+
+def test_a_cpu_is_shared_by_two_threads_of_single_planes_and_a_gpu_gets_batches():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert default_workers("cpu") == 2
+        torch.set_num_threads(1)
+        assert default_workers("cpu") == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert default_workers("cuda") == 1
+    assert default_batch_size("cpu") == 1 and default_batch_size(torch.device("cuda", 0)) == 8
+
+
+def test_map_in_threads_keeps_the_order_splits_the_threads_and_restores_them():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+
+        def work(i: int) -> tuple[int, int, int]:
+            time.sleep(0.01 * (i % 3))  # finish out of order
+            return i * i, torch.get_num_threads(), threading.get_ident()
+
+        results = list(map_in_threads(work, range(8), 2))
+        assert [r[0] for r in results] == [i * i for i in range(8)]
+        assert {r[1] for r in results} == {2}
+        assert threading.get_ident() not in {r[2] for r in results}
+        assert torch.get_num_threads() == 4
+        alone = list(map_in_threads(work, range(3), 1))
+        assert {r[2] for r in alone} == {threading.get_ident()}
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(TransMRSRError, match="workers must be at least 1"):
+        list(map_in_threads(work, range(3), 0))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from transmrsr.errors import TransMRSRError
 from transmrsr.inference.planes import has_signal, restore_along_planes
 from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 
@@ -81,3 +85,39 @@ def test_picked_planes_keep_their_order(indices):
     # Picked planes come as [n, thick, in-plane]: axis 2 as rows.
     expected = [volume[i].T + (1.0 if 3 <= i < 8 else 0.0) for i in indices]
     np.testing.assert_allclose(out, np.stack(expected))
+
+
+class Recorder(nn.Module):
+    """Doubles its input; notes the threads that ran it and whether they recorded gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(2.0))
+        self.lock = threading.Lock()
+        self.threads: set[int] = set()
+        self.grad_modes: set[bool] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            self.threads.add(threading.get_ident())
+            self.grad_modes.add(torch.is_grad_enabled())
+        time.sleep(0.02)  # long enough that both workers get planes
+        return x * self.scale
+
+
+def test_two_workers_share_the_planes_without_gradients_and_give_the_same_volume():
+    volume = head_volume(lo=2, hi=10)
+    threads = torch.get_num_threads()
+    alone = restore_along_planes(Recorder(), volume, 2, slice_axes=[0], batch_size=1, workers=1)
+    model = Recorder()
+    shared = restore_along_planes(model, volume, 2, slice_axes=[0], batch_size=1, workers=2)
+    np.testing.assert_array_equal(shared, alone)
+    np.testing.assert_allclose(shared[2:10], volume[2:10] * 2.0, rtol=1e-6)
+    assert len(model.threads) == 2 and threading.get_ident() not in model.threads
+    assert model.grad_modes == {False}
+    assert torch.get_num_threads() == threads
+
+
+def test_zero_workers_are_refused():
+    with pytest.raises(TransMRSRError, match="workers must be at least 1"):
+        restore_along_planes(PlusOne(), head_volume(), 2, workers=0)

@@ -263,7 +263,7 @@ def run_restore(
     progress: bool = False,
     planes: str = "auto",
     like: ImageLike | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> Restoration:
     """:func:`restore`, returning the :class:`~transmrsr.inference.restore.Restoration` (the
     volume, and the thick axis, factor, planes, model and precision used), which is what
@@ -273,7 +273,9 @@ def run_restore(
         raise TransMRSRError(
             f"planes must be one of {', '.join(restoring.PLANE_CHOICES)}, got {planes!r}"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise TransMRSRError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     check_precision(precision)
     if consistency not in (True, False, *CONSISTENCY_METHODS):
@@ -330,7 +332,7 @@ def restore(
     progress: bool = False,
     planes: str = "auto",
     like: ImageLike | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ) -> nib.Nifti1Image:
     """Restore a thick-slice scan to an isotropic volume: ``transmrsr restore`` in Python.
 
@@ -369,7 +371,8 @@ def restore(
         progress: show progress bars.
         planes: ``auto``, ``one`` or ``both`` plane orientations through the thick axis.
         like: write onto this image's grid instead of the isotropic one.
-        batch_size: planes per forward pass (memory grows with it).
+        batch_size: planes per forward pass (memory grows with it; default one on a CPU,
+            eight on a GPU: :func:`~transmrsr.devices.default_batch_size`).
 
     Returns:
         A float32 NIfTI image on the isotropic grid that ``upsample`` writes (field of view

@@ -14,9 +14,16 @@ masked PSNR 31.713 dB in fp32 and 31.716 dB in bf16) and it is about 1.5x faster
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import torch
 
 from transmrsr.errors import TransMRSRError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: What ``--precision`` takes.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -82,3 +89,51 @@ def inference_uses_bf16(precision: str, device: torch.device) -> bool:
     if check_precision(precision) == "auto":
         return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_units())
     return precision == "bf16"
+
+
+def default_workers(device: torch.device | str) -> int:
+    """Python threads that share a CPU's work (:func:`map_in_threads`): two where PyTorch has
+    at least two intra-op threads, one on a GPU (one stream of batches keeps it busy).
+
+    Many of the compact network's operations are too small to keep two cores busy from one
+    thread: two intra-op threads ran 1.48 times as fast as one on a 2-core CPU, while two
+    threads of one intra-op thread each kept both cores busy (forward passes and the
+    adaptation's training steps, docs/experiments.md, 2026-11-29).
+    """
+    if torch.device(device).type != "cpu":
+        return 1
+    return min(2, torch.get_num_threads())
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Planes per forward pass when not asked: one on a CPU, eight on a GPU.
+
+    On a CPU, batches of eight allocate arrays above glibc's mmap threshold, and their pages
+    are faulted in afresh on every pass (millions of minor faults per volume); batches of one
+    stay in the heap. Measured on a 2-core CPU: the default restore of the IXI-sized case took
+    114 s with one plane per pass in each of two threads, 144 s with eight (docs/experiments.md,
+    2026-11-29).
+    """
+    return 8 if torch.device(device).type != "cpu" else 1
+
+
+def map_in_threads(run: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``run`` over ``items``, results in order, in ``workers`` threads that split PyTorch's
+    intra-op threads among them (restored afterwards); ``workers == 1``: in this thread.
+
+    PyTorch releases the GIL inside its operators. Grad and autocast modes are per thread,
+    so ``run`` must set the ones it needs.
+    """
+    if workers < 1:
+        raise TransMRSRError(f"workers must be at least 1, got {workers}")
+    if workers == 1:
+        yield from map(run, items)
+        return
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(
+        workers, initializer=torch.set_num_threads, initargs=(max(1, threads // workers),)
+    ) as pool:
+        try:
+            yield from pool.map(run, items)
+        finally:
+            torch.set_num_threads(threads)

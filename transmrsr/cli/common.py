@@ -123,7 +123,7 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="STEPS",
         help="first fine-tune the model for STEPS steps on the scan's own in-plane images "
         f"blurred like its slices (self-supervised, SMORE-style; default {DEFAULT_STEPS}, "
-        "about 75 s on a 2-core CPU without bf16 units; 0: off, the network as shipped)",
+        "about 56 s on a 2-core CPU without bf16 units; 0: off, the network as shipped)",
     )
     parser.add_argument(
         "--adapt-scope",

@@ -128,9 +128,10 @@ def add_restore_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int_at_least(1),
-        default=8,
+        default=None,
         metavar="N",
-        help="planes per forward pass (memory grows with it; default 8)",
+        help="planes per forward pass (memory grows with it; default 1 on a CPU, where "
+        "larger batches were slower, and 8 on a GPU)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -18,6 +18,7 @@ unless told otherwise.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from transmrsr.degradation import SLICE_PROFILES
+from transmrsr.devices import default_workers, map_in_threads
 from transmrsr.errors import TransMRSRError
 from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL, PairConfig, make_pair
 
@@ -42,7 +44,7 @@ DEFAULT_PATCH = 128
 #: Slice thickness over spacing that pairs draw from when the scan's is not known: real 2-D
 #: scans come with gaps (0.7-0.8) as often as without, and sometimes with overlap.
 UNKNOWN_THICKNESS = (0.6, 1.2)
-#: What ``restore`` does unless told otherwise: about 75 s of a 132 s default restore on a
+#: What ``restore`` does unless told otherwise: about 56 s of a 106 s default restore on a
 #: 2-core CPU without bf16 units (docs/restore.md).
 DEFAULT_STEPS = 20
 #: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
@@ -132,6 +134,27 @@ def in_plane_images(normalised: np.ndarray, thick_axis: int) -> list[np.ndarray]
     return images
 
 
+def _share_gradient(
+    network: nn.Module,
+    tuned: list[nn.Parameter],
+    pairs: PairConfig,
+    bf16: bool,
+    share: list[tuple[np.ndarray, tuple[int, ...]]],
+) -> tuple[torch.Tensor, ...]:
+    """Gradient with respect to ``tuned`` of the L1 loss over the pairs made from ``share``
+    (image, key), left out of the parameters' ``.grad`` so that threads never write the same
+    tensor. The pairs are made here, so that threads make theirs side by side; autocast is per
+    thread, so it is entered here too."""
+    made = [make_pair(image, pairs, key) for image, key in share]
+    device = next(network.parameters()).device
+    lr_img = torch.stack([m[0] for m in made]).to(device)
+    hr_img = torch.stack([m[1] for m in made]).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        pred = network(lr_img)
+    loss = nn.functional.l1_loss(pred.float(), hr_img)
+    return torch.autograd.grad(loss, tuned)
+
+
 def adapt_network(
     network: nn.Module,
     normalised: np.ndarray,
@@ -143,6 +166,7 @@ def adapt_network(
     bf16: bool = False,
     progress: bool = False,
     thickness: float | None = 1.0,
+    workers: int | None = None,
 ) -> nn.Module:
     """A copy of ``network`` fine-tuned on pairs made from the scan's own in-plane images.
 
@@ -158,6 +182,10 @@ def adapt_network(
         thickness: the scan's slice thickness over its slice spacing (below 1 with a slice
             gap): the pairs' slices are made that thick; ``None`` (not known): thicknesses
             drawn in :data:`UNKNOWN_THICKNESS`.
+        workers: threads that share each step's pairs (default
+            :func:`~transmrsr.devices.default_workers`: two on a CPU); each computes the
+            gradient of its share, and the step applies their weighted mean, the gradient of
+            the whole batch.
 
     Returns:
         The adapted copy, in eval mode, on ``device``; ``network`` itself (with a warning)
@@ -183,7 +211,7 @@ def adapt_network(
     for parameter in adapted.parameters():
         parameter.requires_grad_(id(parameter) in chosen)
     optimizer = torch.optim.Adam(tuned, lr=config.lr)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    workers = min(config.batch_size, default_workers(device) if workers is None else workers)
     pick = np.random.default_rng(config.seed)
     log.info(
         "adapting to the scan: %d steps of %d pairs from %d in-plane images (%s: %d of %d "
@@ -195,16 +223,15 @@ def adapt_network(
         sum(p.numel() for p in tuned),
         sum(p.numel() for p in adapted.parameters()),
     )
+    shares = [s for s in np.array_split(np.arange(config.batch_size), workers) if len(s)]
+    weights = [len(share) / config.batch_size for share in shares]
+    gradient = functools.partial(_share_gradient, adapted, tuned, pairs, bf16)
     for step in tqdm(range(config.steps), desc="adapt", disable=not progress):
         chosen = pick.integers(0, len(images), size=config.batch_size)
-        batch = [make_pair(images[c], pairs, (config.seed, step, j)) for j, c in enumerate(chosen)]
-        lr_img = torch.stack([b[0] for b in batch]).to(device)
-        hr_img = torch.stack([b[1] for b in batch]).to(device)
-        with autocast:
-            pred = adapted(lr_img)
-        loss = nn.functional.l1_loss(pred.float(), hr_img)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch = [(images[c], (config.seed, step, j)) for j, c in enumerate(chosen)]
+        parts = list(map_in_threads(gradient, [[batch[j] for j in s] for s in shares], workers))
+        for i, parameter in enumerate(tuned):
+            parameter.grad = sum(w * grads[i] for w, grads in zip(weights, parts, strict=True))
         optimizer.step()
     for parameter in adapted.parameters():
         parameter.requires_grad_(True)

@@ -27,7 +27,7 @@ from torch import nn
 
 from transmrsr._version import __version__
 from transmrsr.degradation import MAX_THICKNESS, MIN_THICKNESS
-from transmrsr.devices import inference_uses_bf16
+from transmrsr.devices import default_batch_size, inference_uses_bf16
 from transmrsr.errors import TransMRSRError
 from transmrsr.geometry import detect_thick_axis
 from transmrsr.inference.adapt import AdaptConfig, adapt_network
@@ -243,7 +243,7 @@ def restore_volume(
     factor: float | None = None,
     planes: str = "auto",
     like: Volume | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
     consistency: bool = True,
@@ -253,6 +253,7 @@ def restore_volume(
     resolution: float | None = None,
     slice_thickness: float | None = None,
     consistency_method: str = DEFAULT_CONSISTENCY,
+    workers: int | None = None,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -276,7 +277,10 @@ def restore_volume(
     (:func:`~transmrsr.devices.inference_uses_bf16`). ``slice_thickness`` (mm) is the
     acquired thickness of the input's slices when it differs from their spacing (a slice gap,
     or overlapping slices): the adaptation and the data consistency then model slices that
-    thick (:func:`thickness_ratio`).
+    thick (:func:`thickness_ratio`). ``batch_size``: planes per forward pass (default
+    :func:`~transmrsr.devices.default_batch_size`: one on a CPU, eight on a GPU).
+    ``workers``: threads that share the adaptation's pairs and the planes (default
+    :func:`~transmrsr.devices.default_workers`: two on a CPU).
     """
     if consistency_method not in CONSISTENCY_METHODS:
         raise TransMRSRError(
@@ -316,6 +320,7 @@ def restore_volume(
             bf16=bf16,
             progress=progress,
             thickness=None if slice_thickness is None else ratio,
+            workers=workers,
         )
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     head = head_mask(data)
@@ -328,10 +333,11 @@ def restore_volume(
         normalised,
         thick,
         slice_axes=axes,
-        batch_size=batch_size,
+        batch_size=default_batch_size(device) if batch_size is None else batch_size,
         device=device,
         bf16=bf16,
         progress=progress,
+        workers=workers,
     )
     del normalised
     out = scaler.inverse(restored)
