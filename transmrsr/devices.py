@@ -105,6 +105,14 @@ def default_workers(device: torch.device | str) -> int:
     return min(2, torch.get_num_threads())
 
 
+def resolve_workers(workers: int | None, device: torch.device | str) -> int:
+    """``workers`` itself, or :func:`default_workers` for ``None``; a clear error below 1."""
+    workers = default_workers(device) if workers is None else workers
+    if workers < 1:
+        raise TransMRSRError(f"workers must be at least 1, got {workers}")
+    return workers
+
+
 def default_batch_size(device: torch.device | str) -> int:
     """Planes per forward pass when not asked: one on a CPU, eight on a GPU.
 

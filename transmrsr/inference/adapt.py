@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from transmrsr.degradation import SLICE_PROFILES
-from transmrsr.devices import default_workers, map_in_threads
+from transmrsr.devices import map_in_threads, resolve_workers
 from transmrsr.errors import TransMRSRError
 from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL, PairConfig, make_pair
 
@@ -211,7 +211,7 @@ def adapt_network(
     for parameter in adapted.parameters():
         parameter.requires_grad_(id(parameter) in chosen)
     optimizer = torch.optim.Adam(tuned, lr=config.lr)
-    workers = min(config.batch_size, default_workers(device) if workers is None else workers)
+    workers = min(config.batch_size, resolve_workers(workers, device))
     pick = np.random.default_rng(config.seed)
     log.info(
         "adapting to the scan: %d steps of %d pairs from %d in-plane images (%s: %d of %d "

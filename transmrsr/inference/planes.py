@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from transmrsr.devices import default_workers, map_in_threads
+from transmrsr.devices import map_in_threads, resolve_workers
 from transmrsr.errors import TransMRSRError
 from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 from transmrsr.slicing import planes_axes
@@ -48,7 +48,6 @@ def _forward_planes(
     return y[:, 0].float().cpu().numpy()
 
 
-@torch.no_grad()
 def restore_along_planes(
     model: nn.Module,
     volume: np.ndarray,
@@ -78,8 +77,9 @@ def restore_along_planes(
             :mod:`transmrsr.devices`).
         skip_empty: planes without signal (:func:`has_signal`) are returned as they are given
             instead of through the network.
-        workers: threads that share the batches (default :func:`default_workers`); the
-            result does not depend on it beyond float rounding.
+        workers: threads that share the batches (default
+            :func:`~transmrsr.devices.default_workers`); the result does not depend on it
+            beyond float rounding.
     """
     if volume.ndim != 3:
         raise TransMRSRError(f"expected a 3-D volume, got shape {volume.shape}")
@@ -89,9 +89,7 @@ def restore_along_planes(
     if batch_size < 1:
         raise TransMRSRError(f"batch size must be at least 1, got {batch_size}")
     device = torch.device(device)
-    workers = default_workers(device) if workers is None else workers
-    if workers < 1:
-        raise TransMRSRError(f"workers must be at least 1, got {workers}")
+    workers = resolve_workers(workers, device)
     was_training = model.training
     model.eval()
     if plane_indices is not None and len(axes) != 1:
