@@ -6,11 +6,13 @@ index over cubic interpolation's; the lower row zooms on the middle of the sagit
 Restorations are made beforehand with ``transmrsr restore`` (so the figure shows exactly what
 users get) and given as ``LABEL=PATH``::
 
-    transmrsr restore ../shared/data/mri/papaya_pd_thick7mm.nii.gz papaya_restored.nii.gz \
+    transmrsr restore ../shared/data/mri/papaya_pd_thick7mm.nii.gz kept.nii.gz \
+        --resolution 1 --no-destripe
+    transmrsr restore ../shared/data/mri/papaya_pd_thick7mm.nii.gz default.nii.gz \
         --resolution 1
     python benchmarks/figure_stripes.py ../shared/data/mri/papaya_pd_thick7mm.nii.gz \
-        --resolution 1 --restored "restore=papaya_restored.nii.gz" \
-        --out docs/figures/stripes_papaya.png
+        --resolution 1 --restored "restore --no-destripe=kept.nii.gz" \
+        --restored "restore (default)=default.nii.gz" --out docs/figures/stripes_papaya.png
 """
 
 from __future__ import annotations

@@ -217,6 +217,7 @@ def test_bad_options_raise_before_any_model_is_loaded(tiny_model_file):
         ({"precision": "fp8"}, "unknown precision"),
         ({"device": "tpu"}, "unknown device"),
         ({"batch_size": 0}, "batch size"),
+        ({"destripe": "yes"}, "destripe must be True or False"),
         ({"slice_thickness": "thick"}, "slice thickness must be"),
         ({"model": "t9"}, "no such model file"),
     ]

@@ -106,6 +106,7 @@ def test_a_dataset_gives_a_valid_derivatives_dataset(dataset, tmp_path, tiny_mod
     assert sidecar["InputSliceSpacing"] == 4.0
     assert sidecar["InputSliceThicknessUsed"] == pytest.approx(3.0)  # its own sidecar wins
     assert sidecar["AdaptationSteps"] == 0
+    assert sidecar["SlabPatternRemoved"] is True
     assert sidecar["SoftwareVersion"] == f"transmrsr {__version__}"
     inherited = json.loads(
         (out / "sub-03/anat/sub-03_acq-cor_run-1_desc-restored_T1w.json").read_text()

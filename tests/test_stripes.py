@@ -19,7 +19,13 @@ from transmrsr.inference.restore import _report_stripes as report_stripes
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.interpolation import upsample
 from transmrsr.io import Volume
-from transmrsr.stripes import head_mask, slab_pattern_amplitude, stripe_index, stripe_ratio
+from transmrsr.stripes import (
+    head_mask,
+    slab_pattern,
+    slab_pattern_amplitude,
+    stripe_index,
+    stripe_ratio,
+)
 
 
 def smooth_head(shape=(48, 56, 64)) -> np.ndarray:
@@ -122,6 +128,60 @@ def test_ratio():
     assert stripe_ratio(0.01, 0.0) == float("inf")
 
 
+# ----------------------------------------------------------------------------- removal
+
+
+@pytest.mark.parametrize(("axis", "period"), [(2, 4), (2, 8), (0, 6), (1, 5.5)])
+def test_removing_the_pattern_takes_the_stripes_out_and_keeps_the_anatomy(axis, period):
+    head = textured_head()
+    mask = head > 0
+    striped = with_stripes(head, axis, period, amplitude=3.0)
+    pattern = slab_pattern(striped, axis, period, mask=mask)
+    cleaned = striped - pattern
+    stripe_error = np.abs(striped - head)[mask].mean()
+    # Most of the stripes go (the rest is anatomy that happened to repeat, and the head's
+    # edges, where fewer voxels estimate the pattern) ...
+    assert np.abs(cleaned - head)[mask].mean() < 0.3 * stripe_error
+    assert stripe_index(cleaned, axis, period, mask=mask) < 1.5 * stripe_index(
+        head, axis, period, mask=mask
+    )
+    # ... and a head without stripes loses far less than the stripes were.
+    assert np.abs(slab_pattern(head, axis, period, mask=mask))[mask].mean() < 0.3 * stripe_error
+    # Nothing moves outside the mask, and the level of each slab stays.
+    assert not pattern[~mask].any()
+    assert abs(pattern[mask].mean()) < 0.01 * stripe_error
+
+
+def test_stripes_that_change_across_the_head_are_removed_where_they_are():
+    head = textured_head()
+    mask = head > 0
+    left = with_stripes(head, 2, 4, 3.0)
+    right = with_stripes(head, 2, 4, 3.0, phase=np.pi)
+    mixed = np.concatenate([left[:24], right[24:]], axis=0)
+    cleaned = mixed - slab_pattern(mixed, 2, 4, mask=mask)
+    error = np.abs(cleaned - head)
+    # Away from the boundary between the halves, as clean as with stripes of one phase.
+    assert error[:16][mask[:16]].mean() < 0.3 * np.abs(mixed - head)[mask].mean()
+    assert error[32:][mask[32:]].mean() < 0.3 * np.abs(mixed - head)[mask].mean()
+
+
+@pytest.mark.parametrize(
+    ("volume", "axis", "period", "message"),
+    [
+        (np.ones((8, 8)), 0, 4, "3-D"),
+        (np.ones((8, 8, 8)), 3, 4, "thick axis"),
+        (np.ones((8, 8, 8)), 0, 1.5, "at least 2"),
+        (np.ones((8, 8, 16)), 2, float("nan"), "at least 2"),
+    ],
+)
+def test_pattern_of_bad_input_is_refused(volume, axis, period, message):
+    with pytest.raises(TransMRSRError, match=message):
+        slab_pattern(volume, axis, period)
+    with pytest.raises(TransMRSRError, match="mask shape"):
+        slab_pattern(np.ones((8, 8, 16)), 2, 4, mask=np.ones((8, 8, 8), bool))
+    assert not slab_pattern(np.zeros((8, 8, 16)), 2, 4).any()  # nothing to remove
+
+
 # ----------------------------------------------------------------------------- in the tool
 
 
@@ -136,6 +196,23 @@ def test_restore_measures_its_output_and_cubic(tiny_model_file, caplog):
         stripe_index(cubic, 2, 4.0, mask=head_mask(cubic))
     )
     assert "slab-stripe index" in caplog.text
+    assert "repeats once per slab" in caplog.text
+
+
+def test_restore_removes_the_slab_pattern_only_when_asked(tiny_model_file):
+    hr = phantom((32, 36, 40))
+    lr, affine = degrade(hr, oriented_affine("LAS"), 2, 4)
+    model = load_model(tiny_model_file)
+    volume = Volume(data=lr, affine=affine)
+    kept = restore_volume(volume, model, destripe=False, consistency=False)
+    removed = restore_volume(volume, model, consistency=False)
+    cubic, _ = upsample(lr, affine, 2, 4.0, "cubic")
+    expected = kept.volume.data - slab_pattern(kept.volume.data, 2, 4.0, mask=head_mask(cubic))
+    # The same up to the clipping to the input's range, which comes last in restore.
+    low, high = lr.min(), lr.max()
+    difference = np.abs(removed.volume.data - np.clip(expected, low, high))
+    assert difference.max() < 0.01 * (high - low)
+    assert not np.array_equal(removed.volume.data, kept.volume.data)
 
 
 def test_restore_warns_when_its_output_is_striped(caplog):

@@ -264,6 +264,7 @@ def run_restore(
     planes: str = "auto",
     like: ImageLike | None = None,
     batch_size: int | None = None,
+    destripe: bool = True,
 ) -> Restoration:
     """:func:`restore`, returning the :class:`~transmrsr.inference.restore.Restoration` (the
     volume, and the thick axis, factor, planes, model and precision used), which is what
@@ -278,6 +279,8 @@ def run_restore(
     ):
         raise TransMRSRError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     check_precision(precision)
+    if not isinstance(destripe, bool):
+        raise TransMRSRError(f"destripe must be True or False, got {destripe!r}")
     if consistency not in (True, False, *CONSISTENCY_METHODS):
         raise TransMRSRError(
             f"consistency must be True, False or one of {', '.join(CONSISTENCY_METHODS)}, "
@@ -313,6 +316,7 @@ def run_restore(
         precision=precision,
         slice_thickness=thickness,
         consistency_method=consistency if isinstance(consistency, str) else DEFAULT_CONSISTENCY,
+        destripe=destripe,
     )
 
 
@@ -333,6 +337,7 @@ def restore(
     planes: str = "auto",
     like: ImageLike | None = None,
     batch_size: int | None = None,
+    destripe: bool = True,
 ) -> nib.Nifti1Image:
     """Restore a thick-slice scan to an isotropic volume: ``transmrsr restore`` in Python.
 
@@ -373,6 +378,8 @@ def restore(
         like: write onto this image's grid instead of the isotropic one.
         batch_size: planes per forward pass (memory grows with it; default one on a CPU,
             eight on a GPU: :func:`~transmrsr.devices.default_batch_size`).
+        destripe: remove the detail that repeats once per slab from the network's output
+            (:func:`~transmrsr.stripes.slab_pattern`; default on).
 
     Returns:
         A float32 NIfTI image on the isotropic grid that ``upsample`` writes (field of view
@@ -398,6 +405,7 @@ def restore(
         planes=planes,
         like=like,
         batch_size=batch_size,
+        destripe=destripe,
     )
     return to_nifti(result.volume, description=result.describe())
 

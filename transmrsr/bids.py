@@ -285,6 +285,7 @@ def sidecar(
     adaptation_steps: int,
     consistency: bool,
     precision: str,
+    destriped: bool = True,
 ) -> dict[str, Any]:
     """The JSON sidecar of a restored image: what was restored from what, with what."""
     return {
@@ -299,6 +300,7 @@ def sidecar(
         "InputSliceThicknessUsed": round(float(slice_thickness), 6),
         "AdaptationSteps": int(adaptation_steps),
         "DataConsistency": bool(consistency),
+        "SlabPatternRemoved": bool(destriped),
         "Precision": precision,
         "SoftwareVersion": f"{PIPELINE} {__version__}",
     }

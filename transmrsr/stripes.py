@@ -53,6 +53,8 @@ MAX_LINES = 40_000
 BLOCK = 16
 #: The neighbouring periods that measure the anatomical floor: ``p / RHO`` and ``p * RHO``.
 RHO = 1.3
+#: The shortest slab period (in voxels) that stripes are measured and removed at.
+MIN_PERIOD = 2.0
 #: Floor of the baseline amplitude (relative to the head's mean): volumes without any detail
 #: (smooth phantoms) read their pattern against this instead of against zero.
 MIN_BASELINE = 1e-4
@@ -109,7 +111,7 @@ def slab_pattern_amplitude(
         raise TransMRSRError(f"the stripe index needs a 3-D volume, got shape {volume.shape}")
     if not 0 <= thick_axis < 3:
         raise TransMRSRError(f"thick axis must be 0, 1 or 2, got {thick_axis}")
-    if not np.isfinite(period) or period < 2:
+    if not np.isfinite(period) or period < MIN_PERIOD:
         raise TransMRSRError(f"the slab period must be at least 2 voxels, got {period}")
     folds = (period,) if folds is None else folds
     n = volume.shape[thick_axis]
@@ -189,3 +191,86 @@ def stripe_ratio(restored: float, cubic: float) -> float:
     if cubic > 0:
         return restored / cubic
     return float("inf") if restored > 0 else 1.0
+
+
+#: In-plane width (Gaussian sigma, voxels) over which :func:`slab_pattern` estimates the
+#: slab-locked pattern: a stripe runs across the head, anatomy changes within a few voxels.
+PATTERN_SIGMA = 8.0
+#: Its extent along the thick axis, in slabs (Gaussian sigma): stripes come and go along the
+#: head as the tissue the network corrects changes.
+PATTERN_SLABS = 2.0
+#: Lines are pooled in blocks of this many a side before the pattern is smoothed.
+POOL = 4
+
+
+def slab_pattern(
+    volume: np.ndarray,
+    thick_axis: int,
+    period: float,
+    *,
+    mask: np.ndarray | None = None,
+    sigma: float = PATTERN_SIGMA,
+    slabs: float = PATTERN_SLABS,
+) -> np.ndarray:
+    """The part of ``volume``'s detail that repeats once per slab, estimated locally.
+
+    The detail (the volume minus its running mean over one slab, as :func:`stripe_index`
+    takes it) is sorted by its position inside the slab; at each voxel the pattern is the mean
+    detail of the voxels around it (Gaussian weights, ``sigma`` voxels in-plane and ``slabs``
+    slabs along the thick axis) that sit at the same position inside their slabs, minus the
+    mean over positions. Anatomy averages out of that mean, a stripe does not.
+
+    Returns:
+        An array of ``volume``'s shape, zero outside ``mask`` (default :func:`head_mask`;
+        all zero when the mask is empty).
+    """
+    volume = np.asarray(volume, np.float32)
+    if volume.ndim != 3:
+        raise TransMRSRError(f"slab patterns need a 3-D volume, got shape {volume.shape}")
+    if not 0 <= thick_axis < 3:
+        raise TransMRSRError(f"thick axis must be 0, 1 or 2, got {thick_axis}")
+    if not np.isfinite(period) or period < MIN_PERIOD:
+        raise TransMRSRError(f"the slab period must be at least 2 voxels, got {period}")
+    mask = head_mask(volume) if mask is None else np.asarray(mask, bool)
+    if mask.shape != volume.shape:
+        raise TransMRSRError(f"mask shape {mask.shape} differs from the volume's {volume.shape}")
+    if not mask.any():
+        return np.zeros_like(volume)
+    volume, mask = np.moveaxis(volume, thick_axis, -1), np.moveaxis(mask, thick_axis, -1)
+    weight = mask.astype(np.float32)
+    local = _running_mean(volume * weight, 2, period) / np.maximum(
+        _running_mean(weight, 2, period), 1e-6
+    )
+    detail = (volume - local) * weight
+    # Each voxel along a line sits in slab ``j`` at position ``b`` inside it: sum the detail
+    # (and the mask) of each (position, slab), then smooth over neighbouring lines and slabs.
+    n = volume.shape[-1]
+    bins = max(2, round(period))
+    z = np.arange(n)
+    slab = np.floor(z / period).astype(int)
+    phase = np.minimum(np.floor((z - slab * period) / period * bins).astype(int), bins - 1)
+    # Lines are summed in blocks of POOL x POOL first: the pattern is smooth in-plane, and
+    # the filters then cost a sixteenth.
+    rows, cols = (-(-size // POOL) for size in volume.shape[:2])
+    sums = np.zeros((bins, rows * POOL, cols * POOL, slab[-1] + 1), np.float32)
+    counts = np.zeros_like(sums)
+    inside = (slice(0, volume.shape[0]), slice(0, volume.shape[1]))
+    for index in range(n):
+        sums[(phase[index], *inside, slab[index])] += detail[..., index]
+        counts[(phase[index], *inside, slab[index])] += weight[..., index]
+    shape = (bins, rows, POOL, cols, POOL, slab[-1] + 1)
+    width = (0, sigma / POOL, sigma / POOL, slabs)
+    sums = ndimage.gaussian_filter(sums.reshape(shape).sum(axis=(2, 4)), width, mode="constant")
+    counts = ndimage.gaussian_filter(counts.reshape(shape).sum(axis=(2, 4)), width, mode="constant")
+    floor = 1e-3 * float(counts.max(initial=0.0))
+    # Zero mean over positions (weighted by where each was seen), so that only what repeats
+    # is removed, never the local level.
+    centre = sums.sum(axis=0) / np.maximum(counts.sum(axis=0), floor)
+    means = np.where(counts > floor, sums / np.maximum(counts, floor), centre[None]) - centre
+    # Back onto every line (each block's value on its POOL x POOL lines) and voxel.
+    lines = (np.arange(volume.shape[0]) // POOL)[:, None], (np.arange(volume.shape[1]) // POOL)
+    pattern = np.empty_like(volume)
+    for index in range(n):
+        pattern[..., index] = means[phase[index]][..., slab[index]][lines]
+    pattern *= weight
+    return np.moveaxis(pattern, -1, thick_axis)

@@ -112,6 +112,7 @@ def _job(image: bids.BidsImage, root: Path, output: Path, args: argparse.Namespa
             adaptation_steps=args.adapt,
             consistency=args.consistency_method if args.consistency else False,
             precision=result.precision,
+            destriped=args.destripe,
         )
         write_text(side, bids.to_json(content))
 

@@ -112,6 +112,14 @@ def add_restore_run_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_CONSISTENCY})",
     )
     parser.add_argument(
+        "--destripe",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="remove from the network's output the detail that repeats once per slab (the "
+        "'venetian blind' stripes of sagittal and coronal views), before the data "
+        "consistency (default on)",
+    )
+    parser.add_argument(
         "--slice-thickness",
         type=slice_thickness_type,
         default="auto",
@@ -445,6 +453,7 @@ def _restore(
         device=device,  # type: ignore[arg-type]
         progress=not args.no_progress,
         consistency=args.consistency_method if args.consistency else False,
+        destripe=args.destripe,
         adapt=adapt_config(args) or 0,
         precision=args.precision,
         slice_thickness=thickness,
