@@ -238,30 +238,34 @@ def slab_pattern(
         return np.zeros_like(volume)
     volume, mask = np.moveaxis(volume, thick_axis, -1), np.moveaxis(mask, thick_axis, -1)
     weight = mask.astype(np.float32)
-    local = _running_mean(volume * weight, 2, period) / np.maximum(
-        _running_mean(weight, 2, period), 1e-6
-    )
-    detail = (volume - local) * weight
+    detail = _running_mean(volume * weight, 2, period)
+    detail /= np.maximum(_running_mean(weight, 2, period), 1e-6)
+    np.subtract(volume, detail, out=detail)
+    detail *= weight
     # Each voxel along a line sits in slab ``j`` at position ``b`` inside it: sum the detail
-    # (and the mask) of each (position, slab), then smooth over neighbouring lines and slabs.
+    # (and the mask) of each (position, slab) over blocks of POOL x POOL lines (the pattern
+    # is smooth in-plane, and the filters then cost a sixteenth), then smooth over
+    # neighbouring blocks and slabs.
     n = volume.shape[-1]
     bins = max(2, round(period))
     z = np.arange(n)
     slab = np.floor(z / period).astype(int)
     phase = np.minimum(np.floor((z - slab * period) / period * bins).astype(int), bins - 1)
-    # Lines are summed in blocks of POOL x POOL first: the pattern is smooth in-plane, and
-    # the filters then cost a sixteenth.
     rows, cols = (-(-size // POOL) for size in volume.shape[:2])
-    sums = np.zeros((bins, rows * POOL, cols * POOL, slab[-1] + 1), np.float32)
+    pad = ((0, rows * POOL - volume.shape[0]), (0, cols * POOL - volume.shape[1]))
+
+    def pooled(image: np.ndarray) -> np.ndarray:
+        return np.pad(image, pad).reshape(rows, POOL, cols, POOL).sum(axis=(1, 3))
+
+    sums = np.zeros((bins, rows, cols, slab[-1] + 1), np.float32)
     counts = np.zeros_like(sums)
-    inside = (slice(0, volume.shape[0]), slice(0, volume.shape[1]))
     for index in range(n):
-        sums[(phase[index], *inside, slab[index])] += detail[..., index]
-        counts[(phase[index], *inside, slab[index])] += weight[..., index]
-    shape = (bins, rows, POOL, cols, POOL, slab[-1] + 1)
+        sums[phase[index], ..., slab[index]] += pooled(detail[..., index])
+        counts[phase[index], ..., slab[index]] += pooled(weight[..., index])
+    del detail
     width = (0, sigma / POOL, sigma / POOL, slabs)
-    sums = ndimage.gaussian_filter(sums.reshape(shape).sum(axis=(2, 4)), width, mode="constant")
-    counts = ndimage.gaussian_filter(counts.reshape(shape).sum(axis=(2, 4)), width, mode="constant")
+    sums = ndimage.gaussian_filter(sums, width, mode="constant")
+    counts = ndimage.gaussian_filter(counts, width, mode="constant")
     floor = 1e-3 * float(counts.max(initial=0.0))
     # Zero mean over positions (weighted by where each was seen), so that only what repeats
     # is removed, never the local level.
