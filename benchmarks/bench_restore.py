@@ -68,6 +68,7 @@ LEVERS: dict[str, tuple[dict, str]] = {
     "batch-8": ({"batch_size": 8}, "eight planes per forward pass"),
     "threads-1": ({"threads": 1}, "one thread"),
     "workers-1": ({"workers": 1}, "one thread of batches (default until 2026-11-29)"),
+    "no-destripe": ({"destripe": False}, "slab pattern kept (default until 2026-11-29)"),
 }
 
 
@@ -117,6 +118,7 @@ def one_run(settings: dict) -> dict:
         precision=settings["precision"],
         adapt=AdaptConfig(steps=steps, scope=settings["scope"]) if steps else None,
         workers=settings["workers"],
+        destripe=settings["destripe"],
         device=device,
     )
     seconds = time.perf_counter() - t0
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "adapt": args.adapt,
         "scope": args.adapt_scope,
         "workers": None,
+        "destripe": True,
         "device": args.device,
     }
     results = {}

@@ -171,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"how consistency is enforced (default {DEFAULT_CONSISTENCY}, as restore)",
     )
     parser.add_argument(
+        "--destripe",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="remove the detail that repeats once per slab, as restore does (default on)",
+    )
+    parser.add_argument(
         "--adapt-profiles",
         nargs="+",
         choices=SLICE_PROFILES,
@@ -261,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                     precision=precision,
                     slice_thickness=spacing * args.thickness if told == "on" else None,
                     consistency_method=args.consistency_method,
+                    destripe=args.destripe,
                 )
                 seconds = time.perf_counter() - t0
                 for label, mask in masks.items():
@@ -283,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                             "adapt_batch": args.adapt_batch,
                             "adapt_profiles": args.adapt_profiles,
                             "consistency_method": args.consistency_method,
+                            "destripe": args.destripe,
                             "precision": restored.precision,
                             "model_file": Path(restored.model_source).name,
                             "seconds": seconds,

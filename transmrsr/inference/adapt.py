@@ -44,7 +44,7 @@ DEFAULT_PATCH = 128
 #: Slice thickness over spacing that pairs draw from when the scan's is not known: real 2-D
 #: scans come with gaps (0.7-0.8) as often as without, and sometimes with overlap.
 UNKNOWN_THICKNESS = (0.6, 1.2)
-#: What ``restore`` does unless told otherwise: about 56 s of a 106 s default restore on a
+#: What ``restore`` does unless told otherwise: about half of an 85-106 s default restore on a
 #: 2-core CPU without bf16 units (docs/restore.md).
 DEFAULT_STEPS = 20
 #: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
