@@ -107,12 +107,7 @@ def slab_pattern_amplitude(
     to ``(period,)``.
     """
     volume = np.asarray(volume)
-    if volume.ndim != 3:
-        raise TransMRSRError(f"the stripe index needs a 3-D volume, got shape {volume.shape}")
-    if not 0 <= thick_axis < 3:
-        raise TransMRSRError(f"thick axis must be 0, 1 or 2, got {thick_axis}")
-    if not np.isfinite(period) or period < MIN_PERIOD:
-        raise TransMRSRError(f"the slab period must be at least 2 voxels, got {period}")
+    _check_slabs(volume, thick_axis, period, "the stripe index needs")
     folds = (period,) if folds is None else folds
     n = volume.shape[thick_axis]
     if n < 2 * max(folds):
@@ -141,6 +136,16 @@ def slab_pattern_amplitude(
     local = _running_mean(volume * mask, 2, period) / np.maximum(weight, 1e-6)
     detail = (volume - local) * mask
     return tuple(_folded_amplitude(detail, mask, fold) / level for fold in folds)
+
+
+def _check_slabs(volume: np.ndarray, thick_axis: int, period: float, what: str) -> None:
+    """Refuse what neither the index nor the pattern can be measured on."""
+    if volume.ndim != 3:
+        raise TransMRSRError(f"{what} a 3-D volume, got shape {volume.shape}")
+    if not 0 <= thick_axis < 3:
+        raise TransMRSRError(f"thick axis must be 0, 1 or 2, got {thick_axis}")
+    if not np.isfinite(period) or period < MIN_PERIOD:
+        raise TransMRSRError(f"the slab period must be at least 2 voxels, got {period}")
 
 
 def _folded_amplitude(detail: np.ndarray, mask: np.ndarray, fold: float) -> float:
@@ -225,12 +230,7 @@ def slab_pattern(
         all zero when the mask is empty).
     """
     volume = np.asarray(volume, np.float32)
-    if volume.ndim != 3:
-        raise TransMRSRError(f"slab patterns need a 3-D volume, got shape {volume.shape}")
-    if not 0 <= thick_axis < 3:
-        raise TransMRSRError(f"thick axis must be 0, 1 or 2, got {thick_axis}")
-    if not np.isfinite(period) or period < MIN_PERIOD:
-        raise TransMRSRError(f"the slab period must be at least 2 voxels, got {period}")
+    _check_slabs(volume, thick_axis, period, "slab patterns need")
     mask = head_mask(volume) if mask is None else np.asarray(mask, bool)
     if mask.shape != volume.shape:
         raise TransMRSRError(f"mask shape {mask.shape} differs from the volume's {volume.shape}")
