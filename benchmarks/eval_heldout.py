@@ -198,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"pairs per adaptation step (default {AdaptConfig.batch_size}, as restore)",
     )
     parser.add_argument(
+        "--adapt-lr",
+        type=float,
+        default=AdaptConfig.lr,
+        metavar="LR",
+        help=f"adaptation learning rate (default {AdaptConfig.lr:g}, as restore)",
+    )
+    parser.add_argument(
         "--precision",
         nargs="+",
         default=["auto"],
@@ -249,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                         steps=steps,
                         scope=scope,
                         batch_size=args.adapt_batch,
+                        lr=args.adapt_lr,
                         profiles=tuple(args.adapt_profiles) if args.adapt_profiles else None,
                     )
                     if steps
@@ -288,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                             "adapt_steps": steps,
                             "adapt_scope": scope,
                             "adapt_batch": args.adapt_batch,
+                            "adapt_lr": args.adapt_lr,
                             "adapt_profiles": args.adapt_profiles,
                             "consistency_method": args.consistency_method,
                             "destripe": args.destripe,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -458,3 +459,17 @@ def test_tiny_overfits_one_real_slice():
     with torch.no_grad():
         end = psnr(model(x), y)
     assert end - start > 10, (start, end, time.perf_counter() - t0)
+
+
+def test_traces_for_export():
+    """``torch.jit.trace`` (what ``torch.onnx.export`` records, and what OpenVINO reads) gives
+    the eager output, with CWSS on and moved: the encoder maps are found by configured size,
+    never by a traced shape."""
+    model = make_model().eval()
+    randomise_cwss(model)
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, x, check_trace=False)
+        other = torch.rand(1, 1, 32, 32)
+        torch.testing.assert_close(traced(other), model(other), rtol=1e-5, atol=1e-5)

@@ -422,7 +422,7 @@ class TransMRSR(nn.Module):
         hook = None
         if self.cwss is not None:
             cwss = self.cwss
-            by_resolution = {f.shape[1]: f for f in feats}
+            by_resolution = {self.config.img_size >> (i + 1): f for i, f in enumerate(feats)}
 
             def hook(stage: int, y: Tensor) -> Tensor:
                 res = 4 * 2**stage
