@@ -14,15 +14,18 @@ from conftest import oriented_affine, phantom
 
 from transmrsr.cli.main import main
 from transmrsr.errors import TransMRSRError
+from transmrsr.intensity import IntensityScaler
 from transmrsr.models.files import load_checkpoint
+from transmrsr.models.registry import build_model
 from transmrsr.pairs import PairConfig
 from transmrsr.training.config import SR_PRESETS, resolve_config, with_overrides
 from transmrsr.training.data import PairDataset
 from transmrsr.training.distributed import DistContext
 from transmrsr.training.runs import prepare_out, select_data
-from transmrsr.training.sr import train_sr
+from transmrsr.training.sr import ValidationSet, train_sr
 from transmrsr.training.synthetic import (
     T1_PRIOR_COLUMN,
+    VALIDATION_SEED_OFFSET,
     HeadConfig,
     LabelTables,
     MixedDataset,
@@ -34,6 +37,7 @@ from transmrsr.training.synthetic import (
     load_label_map,
     split_label_maps,
     synthesize_head,
+    validation_heads,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -209,6 +213,58 @@ def test_validation_anatomies_never_enter_the_pool(tmp_path):
         split_label_maps(maps, 5, seed=0)
 
 
+def test_validation_heads_come_from_the_kept_out_anatomies_only(tmp_path):
+    labels = write_label_maps(write_tables(tmp_path / "labels"), 4)
+    config = SyntheticConfig(labels=str(labels), count=3, val_maps=1, val_heads=2)
+    _, val = split_label_maps(discover_label_maps(labels), 1, seed=3)
+    heads = validation_heads(config, seed=3, cache=tmp_path / "cache")  # stored as float16
+    assert [name for name, _, _ in heads] == [f"synthetic {val[0].subject} #{i}" for i in (0, 1)]
+    assert len(list((tmp_path / "cache").glob(f"head-*-{val[0].subject}-t1.npy"))) == 2
+    # Normalised as the real volumes are, from their own draws: not the training pool's head
+    # of the same index.
+    tables = LabelTables.load(labels)
+    raw, _ = generate_pool(val, tables, config.head, 2, seed=3 + VALIDATION_SEED_OFFSET)
+    for (_, image, _), made in zip(heads, raw, strict=True):
+        np.testing.assert_allclose(image, IntensityScaler.fit(made)(made), atol=2e-3)
+    pool, _ = generate_pool(val, tables, config.head, 1, seed=3)
+    assert not np.allclose(raw[0], pool[0], atol=1.0)
+    assert not np.array_equal(heads[0][1], heads[1][1])
+    again = validation_heads(config, seed=3)
+    for (_, x, ax), (_, y, ay) in zip(heads, again, strict=True):
+        np.testing.assert_allclose(x, y, atol=2e-3)  # the cache stores float16
+        np.testing.assert_array_equal(ax, ay)
+    assert validation_heads(replace(config, val_heads=0), seed=3) == []
+    with pytest.raises(TransMRSRError, match="kept-out anatomies"):
+        SyntheticConfig(labels=str(labels), val_maps=0, val_heads=1)
+
+
+def test_validation_scores_subjects_and_heads_apart(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        volume = phantom((36, 40, 30), seed=i)
+        nib.save(nib.Nifti1Image(volume, oriented_affine("LAS")), data / f"sub-0{i}_T1w.nii.gz")
+    labels = write_label_maps(write_tables(tmp_path / "labels"), 3)
+    synthetic = SyntheticConfig(labels=str(labels), count=2, val_maps=1, val_heads=2)
+    config = with_overrides(SR_PRESETS["tiny"], synthetic=synthetic)
+    config = replace(config, model=replace(config.model, use_prior=False, use_sdt=False))
+    run_data = select_data(
+        [data], contrast="T1", split_file=None, val=1, test=0, seed=0, contrasts=None
+    )
+    heads = validation_heads(synthetic, seed=0)
+    validation = ValidationSet.build(run_data, config, heads)
+    groups = [item["group"] for item in validation.items]
+    per_volume = len(config.val_factors)
+    assert groups == ["subjects"] * per_volume + ["heads"] * 2 * per_volume
+    model = build_model(config.arch, config.model)
+    scores = validation.evaluate(model.eval(), DistContext(), batch_size=4)
+    assert set(scores) == {"psnr", "ssim", "gain_db", "gain_db_heads", "gain_db_subjects"}
+    # Each item weighs the same: the overall gain is the item-weighted mean of the groups.
+    expected = (scores["gain_db_subjects"] + 2 * scores["gain_db_heads"]) / 3
+    assert scores["gain_db"] == pytest.approx(expected, abs=1e-9)
+    assert scores["gain_db_heads"] != pytest.approx(scores["gain_db_subjects"], abs=1e-3)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -351,6 +407,10 @@ def test_synthetic_heads_make_pairs_like_real_volumes(tables, tmp_path):
         (["--synthetic", "{empty}"], "missing label tables"),
         (["--synthetic", "{labels}", "--synthetic-ratio", "1.5"], "must be in (0, 1]"),
         (["--synthetic", "{labels}", "--synthetic-contrast", "t3"], "invalid choice"),
+        (
+            ["--synthetic", "{labels}", "--synthetic-val-maps", "0", "--synthetic-val-heads", "1"],
+            "need kept-out anatomies",
+        ),
     ],
 )
 def test_synthetic_options_fail_in_one_line(tmp_path, capsys, extra, message):

@@ -120,6 +120,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> N
         metavar="N",
         help="label maps (anatomies) kept out of training, chosen by the seed (default 2)",
     )
+    synthetic.add_argument(
+        "--synthetic-val-heads",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="heads with skull made from the kept-out anatomies and added to the validation "
+        "set, so the best checkpoint is also chosen on heads (stage 2; default 0)",
+    )
 
 
 def synthetic_of(args: argparse.Namespace) -> SyntheticConfig | None:
@@ -134,6 +142,7 @@ def synthetic_of(args: argparse.Namespace) -> SyntheticConfig | None:
         ratio=args.synthetic_ratio,
         count=args.synthetic_count,
         val_maps=args.synthetic_val_maps,
+        val_heads=args.synthetic_val_heads,
         head=HeadConfig(contrast=args.synthetic_contrast),
     )
 

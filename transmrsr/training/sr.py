@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from transmrsr.training.distributed import (
 from transmrsr.training.losses import build_sr_loss
 from transmrsr.training.monitor import RunMonitor
 from transmrsr.training.runs import RunData, load_resume_state, save_run_files
-from transmrsr.training.synthetic import MixedDataset, training_heads
+from transmrsr.training.synthetic import MixedDataset, training_heads, validation_heads
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,20 @@ class ValidationSet:
     items: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, data: RunData, config: SRTrainConfig) -> ValidationSet:
-        items = []
+    def build(
+        cls,
+        data: RunData,
+        config: SRTrainConfig,
+        extra: Sequence[tuple[str, np.ndarray, np.ndarray]] = (),
+    ) -> ValidationSet:
+        """The run's validation subjects, then ``extra`` ``(name, normalised volume, affine)``
+        (synthetic heads with skull), each degraded once per validation factor."""
         volumes, affines = load_normalised(data.val)
-        for record, hr, affine in zip(data.val, volumes, affines, strict=True):
+        named = [
+            ("subjects", r.name, v, a) for r, v, a in zip(data.val, volumes, affines, strict=True)
+        ]
+        items = []
+        for group, name, hr, affine in [*named, *(("heads", *e) for e in extra)]:
             thick = thick_array_axis(affine, config.pairs.thick_axis)
             slice_axis = default_slice_axis(affine, thick)
             signal = (np.moveaxis(hr, slice_axis, 0) > SIGNAL_LEVEL).mean(axis=(1, 2))
@@ -91,7 +102,8 @@ class ValidationSet:
                 base = paper_protocol(cubic, ref_t, slice_axis=0, ref_range=rng).psnr
                 items.append(
                     {
-                        "name": f"{record.name} x{factor:g}",
+                        "name": f"{name} x{factor:g}",
+                        "group": group,
                         "lr": lr,
                         "ref": ref_t,
                         "thick": thick,
@@ -104,7 +116,8 @@ class ValidationSet:
         return cls(items)
 
     def evaluate(self, model: nn.Module, ctx: DistContext, batch_size: int) -> dict[str, float]:
-        """Mean paper-protocol PSNR/SSIM over validation items and the gain over cubic."""
+        """Mean paper-protocol PSNR/SSIM over validation items and the gain over cubic; with
+        synthetic heads also the gain of each group (``gain_db_subjects``, ``gain_db_heads``)."""
         psnrs, ssims, gains = [], [], []
         for item in self.items:
             pred = restore_along_planes(
@@ -121,11 +134,17 @@ class ValidationSet:
             psnrs.append(m.psnr)
             ssims.append(m.ssim)
             gains.append(m.psnr - item["cubic_psnr"])
-        return {
+        scores = {
             "psnr": float(np.mean(psnrs)),
             "ssim": float(np.mean(ssims)),
             "gain_db": float(np.mean(gains)),
         }
+        groups = [item["group"] for item in self.items]
+        if len(set(groups)) > 1:
+            for group in sorted(set(groups)):
+                of = [g for g, name in zip(gains, groups, strict=True) if name == group]
+                scores[f"gain_db_{group}"] = float(np.mean(of))
+        return scores
 
 
 def build_network(
@@ -351,7 +370,12 @@ def train_sr(
         samples_per_epoch=config.samples_per_epoch,
     )
     per_epoch = sampler.batches_per_epoch
-    validation = ValidationSet.build(data, config) if ctx.is_main else None
+    validation = None
+    if ctx.is_main:
+        heads = []
+        if config.synthetic is not None:
+            heads = validation_heads(config.synthetic, config.seed, cache=out / "synthetic-val")
+        validation = ValidationSet.build(data, config, heads)
     log.info(
         "stage 2: %d training planes from %d volumes, %d steps of %d per epoch, "
         "%d validation items",
@@ -476,11 +500,15 @@ def _end_epoch(
         stop = record_epoch(history, {"epoch": epoch, "step": step, **scores}, config)
         monitor.scalars(step, {**scores, "seconds": time.perf_counter() - t0}, prefix="val")
         monitor.flush()
+        groups = {k[len("gain_db_") :]: v for k, v in scores.items() if k.startswith("gain_db_")}
+        by_group = "".join(f", {group} {gain:+.2f}" for group, gain in groups.items())
         log.info(
-            "epoch %d: val PSNR %.2f dB (%+.2f dB over cubic), SSIM %.4f; best %.2f at epoch %d%s",
+            "epoch %d: val PSNR %.2f dB (%+.2f dB over cubic%s), SSIM %.4f; "
+            "best %.2f at epoch %d%s",
             epoch,
             scores["psnr"],
             scores["gain_db"],
+            by_group,
             scores["ssim"],
             history["best_psnr"],
             history["best_epoch"],

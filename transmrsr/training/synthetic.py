@@ -542,6 +542,10 @@ class SyntheticConfig:
         ratio: fraction of training samples taken from synthetic heads.
         count: heads in the run's pool (made once, cached in the run folder).
         val_maps: label maps (anatomies) kept out of the pool, chosen by the run's seed.
+        val_heads: heads made from those kept-out anatomies and added to the validation set.
+            The real validation subjects are often skull-stripped; a checkpoint chosen on them
+            alone can lose on routine heads with skull, scalp and neck while the validation
+            score rises (measured, docs/experiments.md). Each head weighs as one subject.
         head: how each head is made (contrast, deformation, artefacts).
     """
 
@@ -549,6 +553,7 @@ class SyntheticConfig:
     ratio: float = 0.3
     count: int = 40
     val_maps: int = 2
+    val_heads: int = 0
     head: HeadConfig = field(default_factory=HeadConfig)
 
     def __post_init__(self) -> None:
@@ -561,8 +566,10 @@ class SyntheticConfig:
         object.__setattr__(self, "ratio", float(self.ratio))
         if not 0.0 < self.ratio <= 1.0:
             raise TransMRSRError(f"synthetic ratio must be in (0, 1], got {self.ratio}")
-        if self.count < 1 or self.val_maps < 0:
-            raise TransMRSRError("synthetic count must be >= 1 and val_maps >= 0")
+        if self.count < 1 or self.val_maps < 0 or self.val_heads < 0:
+            raise TransMRSRError("synthetic count must be >= 1, val_maps and val_heads >= 0")
+        if self.val_heads and not self.val_maps:
+            raise TransMRSRError("synthetic validation heads need kept-out anatomies (val_maps)")
 
 
 def build_pool(
@@ -575,6 +582,33 @@ def build_pool(
     images, affines = generate_pool(train, tables, config.head, config.count, seed, cache=cache)
     split = {"train": [m.subject for m in train], "val": [m.subject for m in val]}
     return images, affines, split
+
+
+#: Added to the run's seed for the validation heads, so that their draws are not those of the
+#: training pool's heads of the same index.
+VALIDATION_SEED_OFFSET = 100_003
+
+
+def validation_heads(
+    config: SyntheticConfig, seed: int, *, cache: Path | None = None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, image, affine)`` of ``config.val_heads`` heads made from the anatomies the pool
+    keeps out, normalised like the run's real volumes (none when ``val_heads`` is 0).
+
+    They are a pure function of the config and seed, as the pool is, and cached in ``cache``.
+    """
+    if config.val_heads == 0:
+        return []
+    tables = LabelTables.load(config.labels)
+    _, val = split_label_maps(discover_label_maps(config.labels), config.val_maps, seed)
+    images, affines = generate_pool(
+        val, tables, config.head, config.val_heads, seed + VALIDATION_SEED_OFFSET, cache=cache
+    )
+    names = [f"synthetic {val[i % len(val)].subject} #{i}" for i in range(config.val_heads)]
+    return [
+        (name, IntensityScaler.fit(image)(image), affine)
+        for name, image, affine in zip(names, images, affines, strict=True)
+    ]
 
 
 class MixedDataset(Dataset):
