@@ -24,6 +24,7 @@ from transmrsr.evaluation.metrics import (
     auto_brain_mask,
     cap_psnr,
     masked_volume_metrics,
+    noise_sigma,
     paper_protocol,
     psnr,
     psnr_batch,
@@ -454,3 +455,43 @@ def test_bad_inputs_raise_user_errors():
     for call, message in cases:
         with pytest.raises(TransMRSRError, match=message):
             call()
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def test_noise_sigma_finds_white_noise_under_smooth_anatomy(mni):
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(mni.astype(np.float64), 2.0)
+    mask = smooth > 0.3 * smooth.max()
+    for sigma in (0.5, 2.0, 8.0):
+        noisy = smooth + rng.normal(0.0, sigma, mni.shape)
+        assert noise_sigma(noisy, mask) == pytest.approx(sigma, rel=0.05)
+    # Without noise the anatomy alone reads far below the weakest noise above.
+    assert noise_sigma(smooth, mask) < 0.1
+
+
+def test_noise_sigma_counts_only_blocks_inside_the_mask():
+    rng = np.random.default_rng(1)
+    volume = np.zeros((40, 40, 40))
+    volume[:20] = rng.normal(0.0, 3.0, (20, 40, 40))
+    volume[20:] = rng.normal(0.0, 0.5, (20, 40, 40))
+    quiet = np.zeros(volume.shape, dtype=bool)
+    quiet[20:] = True
+    assert noise_sigma(volume, quiet) == pytest.approx(0.5, rel=0.1)
+    assert noise_sigma(volume, ~quiet) == pytest.approx(3.0, rel=0.1)
+    # An edge inside the mask is detail, not noise: erosion keeps it out of the estimate.
+    assert noise_sigma(volume, quiet, erode=0) > noise_sigma(volume, quiet)
+
+
+def test_noise_sigma_refuses_what_it_cannot_measure():
+    with pytest.raises(TransMRSRError, match="3-D"):
+        noise_sigma(np.zeros((10, 10)))
+    bad = np.ones((20, 20, 20))
+    bad[3, 3, 3] = np.nan
+    with pytest.raises(TransMRSRError, match="NaN"):
+        noise_sigma(bad)
+    with pytest.raises(TransMRSRError, match="mask shape"):
+        noise_sigma(np.ones((20, 20, 20)), np.ones((20, 20, 21)))
+    with pytest.raises(TransMRSRError, match="too few voxels"):
+        noise_sigma(np.ones((20, 20, 20)), np.ones((20, 20, 20)), erode=8)

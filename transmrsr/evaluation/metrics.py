@@ -659,3 +659,53 @@ def auto_brain_mask(ref: ArrayLike, *, smoothing_sigma: float = 1.0) -> np.ndarr
         plane[tuple(index)] = ndimage.generate_binary_structure(2, 1)
         fg = ndimage.binary_fill_holes(fg, structure=plane)
     return fg
+
+
+#: Median absolute deviation of a zero-mean Gaussian, in standard deviations.
+MAD_PER_SIGMA = 0.6744897501960817
+
+
+def noise_sigma(volume: ArrayLike, mask: ArrayLike | None = None, *, erode: int = 3) -> float:
+    """The standard deviation of a volume's white noise, from its finest diagonal detail.
+
+    The finest diagonal Haar detail of a 3-D image (each 2x2x2 block's checkerboard sum, over
+    2^1.5) holds a white noise's full variance and almost none of a smooth anatomy's, so the
+    median absolute deviation of those coefficients, divided by :data:`MAD_PER_SIGMA`, estimates
+    the noise's sigma (Donoho and Johnstone's wavelet estimator, the one behind
+    ``skimage.restoration.estimate_sigma``, here without PyWavelets). Only blocks wholly inside
+    ``mask`` eroded by ``erode`` voxels count: tissue edges and the mask's own border are the
+    detail that is not noise. Fine anatomy at the voxel scale adds to the estimate, so it
+    errs high on sharp images.
+
+    Why it matters: the reference's own noise cannot be predicted from a thick-slice input, so
+    it caps any restoration's PSNR gain over interpolation at ``10 log10(MSE_cubic /
+    sigma^2)`` (``benchmarks/noise_ceiling.py``), and explains why a gain is smaller on a noisy
+    routine scan than on a clean one.
+
+    Raises:
+        TransMRSRError: not 3-D, non-finite values, a mask of another shape, or fewer than 100
+            blocks inside the eroded mask.
+    """
+    v = _as_tensor(volume, "volume", torch.float64).cpu().numpy()
+    if v.ndim != 3:
+        raise TransMRSRError(f"noise_sigma needs a 3-D volume, got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise TransMRSRError("the volume contains NaN or infinite values")
+    if mask is None:
+        inside = np.ones(v.shape, dtype=bool)
+    else:
+        inside = _as_tensor(mask, "mask", torch.float32).cpu().numpy() > 0.5
+        if inside.shape != v.shape:
+            raise TransMRSRError(f"mask shape {inside.shape} differs from the volume's {v.shape}")
+    if erode > 0:
+        inside = ndimage.binary_erosion(inside, iterations=erode)
+    half = [n // 2 for n in v.shape]
+    crop = tuple(slice(0, 2 * h) for h in half)
+    blocks = v[crop].reshape(half[0], 2, half[1], 2, half[2], 2)
+    sign = np.array([1.0, -1.0])
+    detail = np.einsum("aibjck,i,j,k->abc", blocks, sign, sign, sign) / 2**1.5
+    whole = inside[crop].reshape(half[0], 2, half[1], 2, half[2], 2).all(axis=(1, 3, 5))
+    if whole.sum() < 100:
+        raise TransMRSRError("too few voxels inside the (eroded) mask to estimate the noise")
+    d = detail[whole]
+    return float(np.median(np.abs(d - np.median(d))) / MAD_PER_SIGMA)
