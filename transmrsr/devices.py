@@ -6,10 +6,12 @@ AVX512-BF16 dot-product instructions (Cooper Lake, AMD Zen 4 and later). Where b
 missing (an AVX2-only CPU), bf16 on a CPU is emulated and far slower than fp32. Training and
 inference differ in what ``auto`` means: training keeps a CPU in exact fp32 unless asked
 (``--precision bf16``: about 1.4x faster compact training steps measured on an AMX CPU), while
-restoring uses bf16 wherever the hardware has the units for it, because the restored volume is
-the same to the measured precision (the x4 template restore of ``benchmarks/bench_restore.py``:
-masked PSNR 31.713 dB in fp32 and 31.716 dB in bf16) and it is about 1.5x faster on both kinds
-(an AMX Xeon, and an AMD EPYC with AVX512-BF16: 79.8 s against 121.1 s with the adaptation).
+restoring uses bf16 on GPUs and AMX CPUs, because the restored volume is the same to the
+measured precision (the x4 template restore of ``benchmarks/bench_restore.py``: masked PSNR
+31.757 dB in bf16, 31.752 dB in fp32) and it was faster there. On AVX512-BF16 alone it was
+1.5x faster with batches of planes (2026-11-26), but today's restore feeds one plane per pass
+and there fp32 wins (72-75 s against 85-87 s, 2-core AMD EPYC, 2026-12-07), so ``auto``
+keeps those CPUs in fp32.
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ def cpu_has_bf16_units() -> bool:
     return False
 
 
+def cpu_has_amx_tiles() -> bool:
+    """Whether this CPU has Intel AMX tiles (PyTorch's probe; a build without it: no)."""
+    probe = getattr(torch.cpu, BF16_CPU_PROBES[0], None)
+    try:
+        return bool(probe is not None and probe())
+    except RuntimeError:
+        return False
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Training: whether ``precision`` means bf16 autocast on ``device``.
 
@@ -83,11 +94,14 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
 def inference_uses_bf16(precision: str, device: torch.device) -> bool:
     """Restoring (and adapting to a scan): whether ``precision`` means bf16 autocast.
 
-    ``auto`` wherever the hardware multiplies bf16 natively: GPUs, and CPUs with AMX or
-    AVX512-BF16 (:func:`cpu_has_bf16_units`); ``bf16`` everywhere; ``fp32`` never.
+    ``auto`` where bf16 is measured faster: GPUs, and CPUs with AMX tiles
+    (:func:`cpu_has_amx_tiles`). AVX512-BF16 alone multiplies bf16 too, but on those CPUs
+    (2-core AMD EPYC, 2026-12-07) the default restore took 85-87 s in bf16 against 72-75 s in
+    fp32: one plane per pass leaves too little work per product to repay the casts.
+    ``bf16`` everywhere; ``fp32`` never.
     """
     if check_precision(precision) == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_units())
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx_tiles())
     return precision == "bf16"
 
 

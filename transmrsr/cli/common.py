@@ -137,8 +137,8 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=PRECISIONS,
         help="bf16 autocast for the network (and --adapt): auto = bf16 on GPUs and on CPUs "
-        "with bf16 matrix units (AMX or AVX512-BF16), where it is about 1.5x faster and the "
-        "result the same to 0.01 dB; fp32 elsewhere",
+        "with AMX tiles, where it is faster and the result the same to 0.01 dB; fp32 "
+        "elsewhere (on AVX512-BF16 alone fp32 was measured faster)",
     )
 
 
