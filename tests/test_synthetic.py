@@ -98,6 +98,15 @@ def write_label_maps(folder: Path, count: int) -> Path:
     return folder
 
 
+def write_subjects(folder: Path, count: int) -> Path:
+    """``count`` phantom T1 subjects in BIDS names, for training and validation."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        volume = phantom((36, 40, 30), seed=i)
+        nib.save(nib.Nifti1Image(volume, oriented_affine("LAS")), folder / f"sub-0{i}_T1w.nii.gz")
+    return folder
+
+
 @pytest.fixture
 def tables(tmp_path) -> LabelTables:
     return LabelTables.load(write_tables(tmp_path / "labels"))
@@ -239,11 +248,7 @@ def test_validation_heads_come_from_the_kept_out_anatomies_only(tmp_path):
 
 
 def test_validation_scores_subjects_and_heads_apart(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(2):
-        volume = phantom((36, 40, 30), seed=i)
-        nib.save(nib.Nifti1Image(volume, oriented_affine("LAS")), data / f"sub-0{i}_T1w.nii.gz")
+    data = write_subjects(tmp_path / "data", 2)
     labels = write_label_maps(write_tables(tmp_path / "labels"), 3)
     synthetic = SyntheticConfig(labels=str(labels), count=2, val_maps=1, val_heads=2)
     config = with_overrides(SR_PRESETS["tiny"], synthetic=synthetic)
@@ -365,11 +370,7 @@ def _mixed_run(data, labels, out, *, stop_after=None, resume=False):
 
 
 def test_training_on_the_mix_resumes_bit_identically(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(3):
-        volume = phantom((36, 40, 30), seed=i)
-        nib.save(nib.Nifti1Image(volume, oriented_affine("LAS")), data / f"sub-0{i}_T1w.nii.gz")
+    data = write_subjects(tmp_path / "data", 3)
     labels = write_tables(tmp_path / "labels")
     write_label_maps(labels, 3)
     whole = _mixed_run(data, labels, tmp_path / "whole")
@@ -414,11 +415,7 @@ def test_synthetic_heads_make_pairs_like_real_volumes(tables, tmp_path):
     ],
 )
 def test_synthetic_options_fail_in_one_line(tmp_path, capsys, extra, message):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(3):
-        volume = phantom((36, 40, 30), seed=i)
-        nib.save(nib.Nifti1Image(volume, oriented_affine("LAS")), data / f"sub-0{i}_T1w.nii.gz")
+    data = write_subjects(tmp_path / "data", 3)
     labels = write_label_maps(write_tables(tmp_path / "labels"), 2)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "seg.nii.gz").write_bytes(b"")

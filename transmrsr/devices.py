@@ -61,19 +61,17 @@ def cpu_has_bf16_units() -> bool:
     Read from PyTorch's CPU capability probes; a build without them counts as no, so an
     unknown CPU stays on the exact fp32 path.
     """
-    for name in BF16_CPU_PROBES:
-        probe = getattr(torch.cpu, name, None)
-        try:
-            if probe is not None and probe():
-                return True
-        except RuntimeError:
-            continue
-    return False
+    return any(_cpu_probe(name) for name in BF16_CPU_PROBES)
 
 
 def cpu_has_amx_tiles() -> bool:
     """Whether this CPU has Intel AMX tiles (PyTorch's probe; a build without it: no)."""
-    probe = getattr(torch.cpu, BF16_CPU_PROBES[0], None)
+    return _cpu_probe(BF16_CPU_PROBES[0])
+
+
+def _cpu_probe(name: str) -> bool:
+    """PyTorch's CPU probe ``name``; absent or failing counts as no."""
+    probe = getattr(torch.cpu, name, None)
     try:
         return bool(probe is not None and probe())
     except RuntimeError:
