@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 # Two shared cores: spinning OpenMP threads waste them when anything else runs (up to 90x
 # slower tests). Must be set before torch starts its thread pool.
@@ -197,3 +202,18 @@ def write_thick_scans(folder, count: int) -> None:
     for i in range(count):
         data = phantom((24, 24, 6), seed=i)
         nib.save(nib.Nifti1Image(data, oriented_affine("RAS", (1, 1, 4))), folder / f"s{i}.nii.gz")
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str) -> Iterator[ModuleType]:
+    """A script of ``benchmarks/`` imported as a module (registered in ``sys.modules`` while
+    in use, so that its dataclasses and worker processes find it)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)

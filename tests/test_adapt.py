@@ -20,6 +20,7 @@ from transmrsr.inference.adapt import (
     adapt_network,
     adaptable_parameters,
     in_plane_images,
+    pair_slices,
 )
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler
@@ -225,3 +226,24 @@ def test_two_workers_sharing_the_pairs_take_the_steps_of_the_whole_batch(
         torch.testing.assert_close(value, dict(alone.named_parameters())[name], rtol=0, atol=2e-5)
         moved = max(moved, (value - dict(network.named_parameters())[name]).abs().max().item())
     assert moved > 1e-3  # the steps did change the network
+
+
+def test_what_the_pairs_assume_of_slices_of_unknown_thickness():
+    told = pair_slices(AdaptConfig(unknown="mix"), 0.75)
+    assert told == {"thickness_range": (0.75, 0.75), "profiles": ("gaussian",)}
+    assert pair_slices(AdaptConfig(unknown="gaussian"), None) == {
+        "thickness_range": (1.0, 1.0),
+        "profiles": ("gaussian",),
+    }
+    assert pair_slices(AdaptConfig(unknown="gaussian-range"), None) == {
+        "thickness_range": UNKNOWN_THICKNESS,
+        "profiles": ("gaussian",),
+    }
+    assert pair_slices(AdaptConfig(unknown="mix"), None) == {
+        "thickness_range": UNKNOWN_THICKNESS,
+        "profiles": SLICE_PROFILES,
+    }
+    # profiles given explicitly win over the policy's
+    assert pair_slices(AdaptConfig(profiles=("flat-top",)), None)["profiles"] == ("flat-top",)
+    with pytest.raises(TransMRSRError, match="unknown-thickness slices must be one of"):
+        AdaptConfig(unknown="boxcar")

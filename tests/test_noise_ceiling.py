@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import oriented_affine
+from conftest import benchmark_module, oriented_affine
 from scipy import ndimage
 
 from transmrsr.degradation import degrade
 from transmrsr.interpolation import upsample
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "noise_ceiling.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("noise_ceiling", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["noise_ceiling"] = module
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("noise_ceiling") as module:
         yield module
-    finally:
-        sys.modules.pop("noise_ceiling", None)
 
 
 def _noisy_head(tmp_path: Path, sigma: float) -> tuple[Path, Path, np.ndarray, np.ndarray]:

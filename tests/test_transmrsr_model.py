@@ -22,6 +22,7 @@ from transmrsr.models.transmrsr import (
     SelfDistilledTruncation,
     TransMRSR,
     TransMRSRConfig,
+    with_guide,
 )
 
 TINY = PRESETS["tiny"]
@@ -473,3 +474,42 @@ def test_traces_for_export():
         traced = torch.jit.trace(model, x, check_trace=False)
         other = torch.rand(1, 1, 32, 32)
         torch.testing.assert_close(traced(other), model(other), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- guided restoration
+
+
+def test_a_guide_added_with_zero_weight_restores_exactly_as_without():
+    model = make_model(3).eval()
+    randomise_cwss(model)
+    guided = with_guide(model).eval()
+    assert guided.config.guide_channels == 1
+    assert guided.shallow.conv.weight.shape[1] == 2
+    torch.manual_seed(1)
+    x = torch.randn(2, 1, 40, 36)  # padded and cropped
+    big = torch.randn(1, 1, 50, 70)  # tiled
+    with torch.no_grad():
+        for plane in (x, big):
+            alone = model(plane)
+            for guide in (torch.zeros_like(plane), 5.0 * torch.randn_like(plane)):
+                out = guided(torch.cat([plane, guide], dim=1))
+                assert out.shape == alone.shape
+                torch.testing.assert_close(out, alone, rtol=0, atol=1e-6)
+    # the model it came from is left as it was
+    assert model.shallow.conv.weight.shape[1] == 1
+
+
+def test_a_guided_model_learns_from_its_guide_and_checks_its_input():
+    model = make_model(4)
+    guided = with_guide(model)
+    with pytest.raises(ValueError, match=r"\[B, 2, H, W\] \(the plane and 1 guide plane"):
+        guided(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(TransMRSRError, match="already takes a guide"):
+        with_guide(guided)
+    # one step moves the guide's weights: the gradient reaches them
+    x = torch.randn(2, 2, 32, 32)
+    loss = (guided(x) - torch.randn(2, 1, 32, 32)).abs().mean()
+    loss.backward()
+    assert guided.shallow.conv.weight.grad[:, 1].abs().sum() > 0
+    cfg = TransMRSRConfig.from_dict(json.loads(json.dumps(guided.config.to_dict())))
+    assert cfg.guide_channels == 1

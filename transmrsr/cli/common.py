@@ -6,7 +6,7 @@ import argparse
 import math
 
 from transmrsr.devices import PRECISIONS
-from transmrsr.inference.adapt import ADAPT_SCOPES, DEFAULT_STEPS, AdaptConfig
+from transmrsr.inference.adapt import ADAPT_SCOPES, DEFAULT_STEPS, UNKNOWN_SLICES, AdaptConfig
 from transmrsr.io import OUTPUT_DTYPES
 
 
@@ -133,6 +133,16 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         "frozen; about half the time per step) or all",
     )
     parser.add_argument(
+        "--unknown-slices",
+        default=AdaptConfig.unknown,
+        choices=UNKNOWN_SLICES,
+        help="what --adapt assumes of the slices when their thickness is not known (no "
+        "--slice-thickness, sidecar or DICOM tag): gaussian (the SPEC's Gaussian as thick as "
+        "the spacing), gaussian-range (Gaussians 0.6-1.2 spacings thick) or mix (every "
+        f"profile shape at those thicknesses, for 2-D spin-echo scans with gaps; default "
+        f"{AdaptConfig.unknown})",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=PRECISIONS,
@@ -144,4 +154,6 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def adapt_config(args: argparse.Namespace) -> AdaptConfig | None:
     """The adaptation ``--adapt`` asks for (None for 0 steps)."""
-    return AdaptConfig(steps=args.adapt, scope=args.adapt_scope) if args.adapt else None
+    if not args.adapt:
+        return None
+    return AdaptConfig(steps=args.adapt, scope=args.adapt_scope, unknown=args.unknown_slices)

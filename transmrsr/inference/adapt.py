@@ -41,9 +41,15 @@ FACTOR_SPREAD = 0.5
 GAIN_RANGE = (0.75, 1.33)
 #: Crop size for networks without a working size of their own (the CNN baselines).
 DEFAULT_PATCH = 128
-#: Slice thickness over spacing that pairs draw from when the scan's is not known: real 2-D
-#: scans come with gaps (0.7-0.8) as often as without, and sometimes with overlap.
+#: Slice thickness over spacing that pairs draw from when the scan's is not known and the
+#: adaptation assumes a mix: real 2-D scans come with gaps (0.7-0.8) as often as without, and
+#: sometimes with overlap.
 UNKNOWN_THICKNESS = (0.6, 1.2)
+#: What the adaptation's pairs assume when the scan's slice thickness is not known
+#: (:attr:`AdaptConfig.unknown`): ``gaussian``, the SPEC's Gaussian as thick as the spacing;
+#: ``gaussian-range``, Gaussians of :data:`UNKNOWN_THICKNESS`; ``mix``, every shape of
+#: :data:`~transmrsr.degradation.SLICE_PROFILES` at those thicknesses.
+UNKNOWN_SLICES = ("gaussian", "gaussian-range", "mix")
 #: What ``restore`` does unless told otherwise: about half of an 85-106 s default restore on a
 #: 2-core CPU without bf16 units (docs/restore.md).
 DEFAULT_STEPS = 20
@@ -71,10 +77,12 @@ class AdaptConfig:
 
     ``profiles``: the slice-profile shapes the pairs draw from. ``None`` (default): the
     SPEC's Gaussian when the scan's slice thickness is known (given, or from a sidecar or the
-    DICOM tags), and every shape of :data:`~transmrsr.degradation.SLICE_PROFILES` when it is
-    not. A scan whose slices are not what the adaptation assumes learns corrections locked to
-    the wrong shape, which show as stripes one slab apart; drawing from all shapes costs
-    0.2 dB where the Gaussian is exactly right (docs/experiments.md).
+    DICOM tags), and as ``unknown`` says when it is not.
+
+    ``unknown``: what the pairs assume when the thickness is not known (:data:`UNKNOWN_SLICES`).
+    A scan whose slices are not what the adaptation assumes learns corrections locked to the
+    wrong shape, which show as stripes one slab apart; drawing from all shapes (``mix``) costs
+    0.1-0.2 dB where the Gaussian is exactly right (docs/experiments.md).
     """
 
     steps: int = DEFAULT_STEPS
@@ -83,6 +91,7 @@ class AdaptConfig:
     seed: int = 0
     profiles: tuple[str, ...] | None = None
     scope: str = "decoder"
+    unknown: str = "mix"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -91,6 +100,11 @@ class AdaptConfig:
             raise TransMRSRError(f"adaptation learning rate must be in (0, 1), got {self.lr}")
         if self.batch_size < 1:
             raise TransMRSRError(f"adaptation batch size must be at least 1, got {self.batch_size}")
+        if self.unknown not in UNKNOWN_SLICES:
+            raise TransMRSRError(
+                f"unknown-thickness slices must be one of {', '.join(UNKNOWN_SLICES)}, "
+                f"got {self.unknown!r}"
+            )
         if self.scope not in ADAPT_SCOPES:
             raise TransMRSRError(
                 f"adaptation scope must be one of {', '.join(ADAPT_SCOPES)}, got {self.scope!r}"
@@ -116,6 +130,22 @@ def adaptable_parameters(network: nn.Module, scope: str) -> list[nn.Parameter]:
         log.info("the network has no decoder side to adapt: adapting all of its parameters")
         return [p for _, p in named]
     return chosen
+
+
+def pair_slices(config: AdaptConfig, thickness: float | None) -> dict[str, tuple]:
+    """The slice model of the adaptation's pairs: ``thickness_range`` and ``profiles`` of a
+    :class:`~transmrsr.pairs.PairConfig`, for a scan whose slices are ``thickness`` spacings
+    thick (``None``: not known, then as ``config.unknown`` says)."""
+    if thickness is not None:
+        return {
+            "thickness_range": (thickness, thickness),
+            "profiles": config.profiles or ("gaussian",),
+        }
+    if config.unknown == "gaussian":
+        return {"thickness_range": (1.0, 1.0), "profiles": config.profiles or ("gaussian",)}
+    if config.unknown == "gaussian-range":
+        return {"thickness_range": UNKNOWN_THICKNESS, "profiles": config.profiles or ("gaussian",)}
+    return {"thickness_range": UNKNOWN_THICKNESS, "profiles": config.profiles or SLICE_PROFILES}
 
 
 def in_plane_images(normalised: np.ndarray, thick_axis: int) -> list[np.ndarray]:
@@ -180,8 +210,8 @@ def adapt_network(
         bf16: bf16 autocast for the forward passes (weights, optimiser and loss stay fp32).
         progress: show a progress bar.
         thickness: the scan's slice thickness over its slice spacing (below 1 with a slice
-            gap): the pairs' slices are made that thick; ``None`` (not known): thicknesses
-            drawn in :data:`UNKNOWN_THICKNESS`.
+            gap): the pairs' slices are made that thick; ``None`` (not known): as
+            ``config.unknown`` says (:func:`pair_slices`).
         workers: threads that share each step's pairs (default
             :func:`~transmrsr.devices.default_workers`: two on a CPU); each computes the
             gradient of its share, and the step applies their weighted mean, the gradient of
@@ -201,8 +231,7 @@ def adapt_network(
         patch_size=patch,
         transpose=False,
         gain_range=GAIN_RANGE,
-        thickness_range=UNKNOWN_THICKNESS if thickness is None else (thickness, thickness),
-        profiles=config.profiles or (SLICE_PROFILES if thickness is None else ("gaussian",)),
+        **pair_slices(config, thickness),
     )
     device = torch.device(device)
     adapted = copy.deepcopy(network).to(device).train()

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -78,6 +78,10 @@ class TransMRSRConfig:
         use_mref: False = no CWSS modules; multi-resolution encoder features are unused.
         use_skip: False = no long skip, F0 does not enter the fusion.
         tile_overlap: overlap in pixels of the tiles used for inputs larger than img_size.
+        guide_channels: extra input channels after the thick-slice plane: the matching plane
+            of another scan of the same head (guided restoration). They enter the first
+            convolution only; :func:`with_guide` adds them to a trained model with zero
+            weights, so that it starts out restoring exactly as without a guide.
     """
 
     prior: StyleSwinConfig = field(default_factory=StyleSwinConfig)
@@ -93,6 +97,7 @@ class TransMRSRConfig:
     use_mref: bool = True
     use_skip: bool = True
     tile_overlap: int = 64
+    guide_channels: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.prior, Mapping):
@@ -121,6 +126,8 @@ class TransMRSRConfig:
             raise ValueError("n_centroids, encoder_depth and window must be positive")
         if self.mlp_ratio <= 0 or self.head_dim < 1:
             raise ValueError("mlp_ratio and head_dim must be positive")
+        if self.guide_channels < 0:
+            raise ValueError(f"guide_channels must be 0 or more, got {self.guide_channels}")
         if not 0 <= self.tile_overlap < self.img_size:
             raise ValueError(
                 f"tile_overlap must be in [0, {self.img_size}), got {self.tile_overlap}"
@@ -163,11 +170,11 @@ PRESETS: dict[str, TransMRSRConfig] = {
 
 
 class ShallowFeatures(nn.Module):
-    """F0: conv3x3 (1 -> C) + ReLU, then two residual blocks."""
+    """F0: conv3x3 (``in_channels`` -> C) + ReLU, then two residual blocks."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, in_channels: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.blocks = nn.Sequential(ResidualBlock(channels), ResidualBlock(channels))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -322,6 +329,9 @@ class Reconstruction(nn.Module):
 class TransMRSR(nn.Module):
     """The TransMRSR network: interpolated LR slice ``[B, 1, H, W]`` -> HR slice, same shape.
 
+    With ``config.guide_channels`` = g the input is ``[B, 1 + g, H, W]``: the plane, then the
+    same plane of the guide scans; the output is still the one restored plane.
+
     The network works at ``config.img_size``: smaller inputs are zero-padded (centred) to it
     and cropped back, larger ones (in either dimension) go through
     :func:`~transmrsr.models.layers.tiled_forward` with ``config.tile_overlap``.
@@ -332,7 +342,7 @@ class TransMRSR(nn.Module):
         self.config = config
         prior = config.prior
         ch = config.encoder_channels
-        self.shallow = ShallowFeatures(ch[0])
+        self.shallow = ShallowFeatures(ch[0], 1 + config.guide_channels)
         self.encoder = SwinEncoder(config)
         self.latent_head = LatentHead(ch[-1], prior.n_latent, prior.style_dim)
         self.sdt = (
@@ -432,11 +442,16 @@ class TransMRSR(nn.Module):
         fused = self.decoder(ws, stage_hook=hook)
         if self.config.use_skip:
             fused = fused + f0
-        return x + self.reconstruction(fused)
+        return x[:, :1] + self.reconstruction(fused)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"TransMRSR expects [B, 1, H, W], got {tuple(x.shape)}")
+        channels = 1 + self.config.guide_channels
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise ValueError(
+                f"TransMRSR expects [B, {channels}, H, W] (the plane"
+                + (f" and {channels - 1} guide plane(s)" if channels > 1 else "")
+                + f"), got {tuple(x.shape)}"
+            )
         size = self.config.img_size
         h, w = x.shape[-2:]
         if (h, w) == (size, size):
@@ -465,3 +480,22 @@ class TransMRSR(nn.Module):
         }
         counts["total"] = sum(counts.values())
         return counts
+
+
+def with_guide(model: TransMRSR, guide_channels: int = 1) -> TransMRSR:
+    """A copy of ``model`` that takes ``guide_channels`` guide planes after its input plane.
+
+    Every weight is the model's; the first convolution's weights for the new channels are
+    zero, so the copy restores exactly as ``model`` whatever the guide holds, and training
+    (or the adaptation to a scan) starts from there and learns how much to take from the guide.
+    """
+    if model.config.guide_channels:
+        raise TransMRSRError("the model already takes a guide")
+    config = replace(model.config, guide_channels=guide_channels)
+    guided = TransMRSR(config).to(next(model.parameters()).device)
+    state = dict(model.state_dict())
+    weight = state["shallow.conv.weight"]
+    extra = weight.new_zeros(weight.shape[0], guide_channels, *weight.shape[2:])
+    state["shallow.conv.weight"] = torch.cat([weight, extra], dim=1)
+    guided.load_state_dict(state, strict=True)
+    return guided
