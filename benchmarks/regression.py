@@ -360,8 +360,8 @@ def run_case(
 # -- the suite ---------------------------------------------------------------------------------
 
 
-def _case_file(work: Path, case: Case) -> Path:
-    return work / "results" / f"{case.id}.json"
+def _case_file(work: Path, case_id: str) -> Path:
+    return work / "results" / f"{case_id}.json"
 
 
 def _worker(
@@ -414,7 +414,7 @@ def run_suite(
     results: dict[str, dict] = {}
     todo = []
     for case in cases:
-        done = _case_file(work, case)
+        done = _case_file(work, case.id)
         if done.is_file():
             record = json.loads(done.read_text())
             if record.get("suite_version") == SUITE_VERSION:
@@ -446,7 +446,7 @@ def run_suite(
                 log.error("%s failed: %s", case_id, record["error"])
                 continue
             record["suite_version"] = SUITE_VERSION
-            write_json(work / "results" / f"{case_id}.json", record)
+            write_json(_case_file(work, case_id), record)
             results[case_id] = record
             log.info("%s: %s", case_id, summary(record))
     return {c.id: results[c.id] for c in cases if c.id in results}
