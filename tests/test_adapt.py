@@ -15,6 +15,7 @@ from transmrsr.inference.adapt import (
     DECODER_PREFIXES,
     DEFAULT_STEPS,
     FACTOR_SPREAD,
+    NOISE_FREE_LEVEL,
     UNKNOWN_THICKNESS,
     AdaptConfig,
     adapt_network,
@@ -23,16 +24,21 @@ from transmrsr.inference.adapt import (
     pair_slices,
 )
 from transmrsr.inference.restore import load_model, restore_volume
-from transmrsr.intensity import IntensityScaler
+from transmrsr.intensity import IntensityScaler, in_plane_noise
 from transmrsr.io import Volume, load_volume
 from transmrsr.pairs import PairConfig, make_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _scan(factor: int = 4):
+def _scan(factor: int = 4, noise: float = 0.03):
+    """A thick phantom with white noise of ``noise`` times its tissue level: a scan as an
+    acquisition gives it, which the default restore adapts to (0: a noise-free one)."""
     hr = phantom((40, 44, 48))
     data, affine = degrade(hr, oriented_affine("LAS"), 2, factor)  # LAS: axis 2 is SI
+    tissue = float(np.median(data[data > 0.1 * np.percentile(data, 99)]))
+    rng = np.random.default_rng(5)
+    data = np.abs(data + rng.normal(0.0, noise * tissue, data.shape)).astype(np.float32)
     return Volume(data=data, affine=affine)
 
 
@@ -152,7 +158,7 @@ def test_restore_adapts_by_default_and_adapt_0_turns_it_off(tiny_model_file, tmp
     np.testing.assert_allclose(outputs["off"], plain, rtol=0, atol=1e-5 * np.abs(plain).max())
 
 
-def test_pairs_model_the_known_thickness_or_every_shape_when_it_is_unknown(
+def test_pairs_model_the_known_thickness_or_the_spacing_when_it_is_unknown(
     tiny_model_file, monkeypatch
 ):
     import transmrsr.inference.adapt as adapt_module
@@ -171,6 +177,9 @@ def test_pairs_model_the_known_thickness_or_every_shape_when_it_is_unknown(
     adapt_network(network, normalised, 2, 4.0, config, thickness=0.75)
     assert seen[-1].profiles == ("gaussian",) and seen[-1].thickness_range == (0.75, 0.75)
     adapt_network(network, normalised, 2, 4.0, config, thickness=None)
+    assert seen[-1].profiles == ("gaussian",) and seen[-1].thickness_range == (1.0, 1.0)
+    mix = AdaptConfig(steps=1, batch_size=1, unknown="mix")
+    adapt_network(network, normalised, 2, 4.0, mix, thickness=None)
     assert seen[-1].profiles == SLICE_PROFILES
     assert seen[-1].thickness_range == UNKNOWN_THICKNESS
     adapt_network(network, normalised, 2, 4.0, AdaptConfig(steps=1, profiles=("boxcar",)))
@@ -247,3 +256,49 @@ def test_what_the_pairs_assume_of_slices_of_unknown_thickness():
     assert pair_slices(AdaptConfig(profiles=("flat-top",)), None)["profiles"] == ("flat-top",)
     with pytest.raises(TransMRSRError, match="unknown-thickness slices must be one of"):
         AdaptConfig(unknown="boxcar")
+
+
+def test_in_plane_noise_reads_the_noise_added_to_a_scan():
+    clean = _scan(noise=0.0)
+    assert in_plane_noise(clean.data, 2) < NOISE_FREE_LEVEL
+    readings = [in_plane_noise(_scan(noise=level).data, 2) for level in (0.02, 0.04, 0.08)]
+    # It grows with the noise and reads it, plus the share of the small phantom's own edges
+    # (the clean phantom reads 0.7 %).
+    assert readings[0] < readings[1] < readings[2]
+    for level, reading in zip((0.02, 0.04, 0.08), readings, strict=True):
+        assert level < reading < 1.2 * level + 0.01, (level, reading)
+    # The thick axis matters: across the slices the anatomy changes from one to the next.
+    assert in_plane_noise(clean.data, 0) > in_plane_noise(clean.data, 2)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (np.zeros((4, 5)), "3-D"),
+        (np.full((4, 5, 6), np.nan), "NaN"),
+        (np.zeros((4, 5, 6)), "no tissue"),
+    ],
+)
+def test_in_plane_noise_refuses_what_it_cannot_measure(data, message):
+    with pytest.raises(TransMRSRError, match=message):
+        in_plane_noise(data, 2)
+
+
+def test_a_noise_free_scan_of_unknown_thickness_is_restored_as_trained(tiny_model_file, caplog):
+    model = load_model(tiny_model_file)
+    clean = _scan(noise=0.0)
+    plain = restore_volume(clean, model)
+    with caplog.at_level("INFO"):
+        result = restore_volume(clean, model, adapt=AdaptConfig(steps=2))
+    assert result.adaptation_steps == 0 and "restored without adaptation" in caplog.text
+    np.testing.assert_array_equal(result.volume.data, plain.volume.data)
+    # Told its slice thickness, or told to adapt every scan, it is adapted.
+    told = restore_volume(clean, model, adapt=AdaptConfig(steps=2), slice_thickness=4.0)
+    assert told.adaptation_steps == 2
+    every = restore_volume(clean, model, adapt=AdaptConfig(steps=2, min_noise=0.0))
+    assert every.adaptation_steps == 2
+    assert not np.allclose(every.volume.data, plain.volume.data)
+    # A scan with an acquisition's noise is adapted.
+    assert restore_volume(_scan(), model, adapt=AdaptConfig(steps=2)).adaptation_steps == 2
+    with pytest.raises(TransMRSRError, match="noise floor"):
+        AdaptConfig(min_noise=1.5)

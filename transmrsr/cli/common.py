@@ -6,7 +6,13 @@ import argparse
 import math
 
 from transmrsr.devices import PRECISIONS
-from transmrsr.inference.adapt import ADAPT_SCOPES, DEFAULT_STEPS, UNKNOWN_SLICES, AdaptConfig
+from transmrsr.inference.adapt import (
+    ADAPT_SCOPES,
+    DEFAULT_STEPS,
+    NOISE_FREE_LEVEL,
+    UNKNOWN_SLICES,
+    AdaptConfig,
+)
 from transmrsr.io import OUTPUT_DTYPES
 
 
@@ -41,6 +47,14 @@ def positive_float(text: str) -> float:
     value = factor_type(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
+    return value
+
+
+def noise_fraction(text: str) -> float:
+    """A number in [0, 1): a noise level as a fraction of the tissue's intensity."""
+    value = factor_type(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1)")
     return value
 
 
@@ -139,8 +153,18 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="what --adapt assumes of the slices when their thickness is not known (no "
         "--slice-thickness, sidecar or DICOM tag): gaussian (the SPEC's Gaussian as thick as "
         "the spacing), gaussian-range (Gaussians 0.6-1.2 spacings thick) or mix (every "
-        f"profile shape at those thicknesses, for 2-D spin-echo scans with gaps; default "
-        f"{AdaptConfig.unknown})",
+        f"profile shape at those thicknesses; default {AdaptConfig.unknown}: the mix cost "
+        "0.1-0.35 dB on Gaussian slices of every contrast, the Gaussian up to 0.04 dB on real "
+        "gaps and flat-top slices)",
+    )
+    parser.add_argument(
+        "--adapt-min-noise",
+        type=noise_fraction,
+        default=NOISE_FREE_LEVEL,
+        metavar="FRACTION",
+        help="restore scans whose in-plane noise is below FRACTION of their tissue level "
+        "(templates, averages of many scans, denoised images) without --adapt, which costs on "
+        f"them (default {NOISE_FREE_LEVEL:g}; 0: adapt every scan)",
     )
     parser.add_argument(
         "--precision",
@@ -156,4 +180,9 @@ def adapt_config(args: argparse.Namespace) -> AdaptConfig | None:
     """The adaptation ``--adapt`` asks for (None for 0 steps)."""
     if not args.adapt:
         return None
-    return AdaptConfig(steps=args.adapt, scope=args.adapt_scope, unknown=args.unknown_slices)
+    return AdaptConfig(
+        steps=args.adapt,
+        scope=args.adapt_scope,
+        unknown=args.unknown_slices,
+        min_noise=args.adapt_min_noise,
+    )

@@ -53,6 +53,11 @@ UNKNOWN_SLICES = ("gaussian", "gaussian-range", "mix")
 #: What ``restore`` does unless told otherwise: about half of an 85-106 s default restore on a
 #: 2-core CPU without bf16 units (docs/restore.md).
 DEFAULT_STEPS = 20
+#: Scans whose in-plane noise (:func:`~transmrsr.intensity.in_plane_noise`) is below this
+#: fraction of their tissue level are not adapted unless told to: templates and averages of
+#: many scans (MNI152 0.5-0.6 %, Colin27 0.8-1.0 %), against 1.4-4.9 % for every single
+#: acquisition measured (docs/experiments.md, 2026-12-07).
+NOISE_FREE_LEVEL = 0.012
 #: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
 ADAPT_SCOPES = ("decoder", "all")
 #: Parameters of the decoder side of a TransMRSR network: the generator, the channel-wise
@@ -83,6 +88,16 @@ class AdaptConfig:
     A scan whose slices are not what the adaptation assumes learns corrections locked to the
     wrong shape, which show as stripes one slab apart; drawing from all shapes (``mix``) costs
     0.1-0.2 dB where the Gaussian is exactly right (docs/experiments.md).
+
+    ``min_noise``: a scan whose slice thickness is not known and whose in-plane noise is below
+    this fraction of its tissue level (:data:`NOISE_FREE_LEVEL`; 0 adapts every scan) is
+    restored by the network as trained. Pairs made from a noise-free image teach the network
+    to undo the assumed slice profile exactly, with nothing to temper it, and a guessed profile
+    is then costly: on the MNI152 template with Gaussian slices not told the adaptation cost
+    0.34 dB (Gaussian pairs) and 0.61 dB (the mix) at x4, and 0.86 dB (Gaussian pairs) with a
+    slice gap, while the network as trained, which saw four profile shapes and thicknesses
+    0.6-1.2, held both; told the thickness, it gained 0.18 dB on the gap (docs/experiments.md,
+    2026-12-07). Every noisy scan gained from the adaptation.
     """
 
     steps: int = DEFAULT_STEPS
@@ -91,7 +106,8 @@ class AdaptConfig:
     seed: int = 0
     profiles: tuple[str, ...] | None = None
     scope: str = "decoder"
-    unknown: str = "mix"
+    unknown: str = "gaussian"
+    min_noise: float = NOISE_FREE_LEVEL
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -104,6 +120,10 @@ class AdaptConfig:
             raise TransMRSRError(
                 f"unknown-thickness slices must be one of {', '.join(UNKNOWN_SLICES)}, "
                 f"got {self.unknown!r}"
+            )
+        if not 0.0 <= self.min_noise < 1.0:
+            raise TransMRSRError(
+                f"adaptation noise floor must be in [0, 1), got {self.min_noise:g}"
             )
         if self.scope not in ADAPT_SCOPES:
             raise TransMRSRError(

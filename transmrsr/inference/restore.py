@@ -38,7 +38,7 @@ from transmrsr.inference.consistency import (
     enforce_consistency_smoothly,
 )
 from transmrsr.inference.planes import restore_along_planes
-from transmrsr.intensity import IntensityScaler
+from transmrsr.intensity import IntensityScaler, in_plane_noise
 from transmrsr.interpolation import resample_in_plane, resample_to_grid, upsample
 from transmrsr.io import Volume, voxel_sizes
 from transmrsr.models.files import load_checkpoint, load_model_file
@@ -232,6 +232,8 @@ class Restoration:
     #: of the same input (``None`` when the volume holds too few slabs to measure it)
     stripe_index: float | None = None
     cubic_stripe_index: float | None = None
+    #: steps the network was adapted to the scan for (0: restored as trained)
+    adaptation_steps: int = 0
 
     def describe(self) -> str:
         """One line for the output header: tool, version, model, factor and thick axis."""
@@ -318,6 +320,17 @@ def restore_volume(
     device = torch.device(device)
     bf16 = inference_uses_bf16(precision, device)
     network = model.network.to(device)
+    if adapt is not None and slice_thickness is None and adapt.min_noise > 0:
+        noise = in_plane_noise(volume.data, thick)
+        if noise < adapt.min_noise:
+            log.info(
+                "in-plane noise %.2f%% of the tissue level, below %.2f%% (a template, an average "
+                "or a denoised image) and slice thickness not known: restored without "
+                "adaptation (--slice-thickness, or --adapt-min-noise 0, adapts it)",
+                100 * noise,
+                100 * adapt.min_noise,
+            )
+            adapt = None
     if adapt is not None:
         # Before the volume is upsampled: the training step's memory and the isotropic
         # volume's arrays are then never held at the same time.
@@ -382,6 +395,7 @@ def restore_volume(
         ratio,
         stripes,
         cubic_stripes,
+        0 if adapt is None else adapt.steps,
     )
 
 
