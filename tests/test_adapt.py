@@ -22,6 +22,7 @@ from transmrsr.inference.adapt import (
     adaptable_parameters,
     in_plane_images,
     pair_slices,
+    step_slices,
 )
 from transmrsr.inference.restore import load_model, restore_volume
 from transmrsr.intensity import IntensityScaler, in_plane_noise
@@ -284,21 +285,41 @@ def test_in_plane_noise_refuses_what_it_cannot_measure(data, message):
         in_plane_noise(data, 2)
 
 
-def test_a_noise_free_scan_of_unknown_thickness_is_restored_as_trained(tiny_model_file, caplog):
+def test_a_noise_free_scan_of_unknown_thickness_adapts_with_every_shape(
+    tiny_model_file, caplog, monkeypatch
+):
+    import transmrsr.inference.adapt as adapt_module
+
+    seen: list[PairConfig] = []
+
+    def recording(plane, config, key, *guide):
+        seen.append(config)
+        return make_pair(plane, config, key, *guide)
+
+    monkeypatch.setattr(adapt_module, "make_pair", recording)
     model = load_model(tiny_model_file)
-    clean = _scan(noise=0.0)
-    plain = restore_volume(clean, model)
+    clean, noisy = _scan(noise=0.0), _scan()
+    one = AdaptConfig(steps=1, batch_size=1)
     with caplog.at_level("INFO"):
-        result = restore_volume(clean, model, adapt=AdaptConfig(steps=2))
-    assert result.adaptation_steps == 0 and "restored without adaptation" in caplog.text
-    np.testing.assert_array_equal(result.volume.data, plain.volume.data)
-    # Told its slice thickness, or told to adapt every scan, it is adapted.
-    told = restore_volume(clean, model, adapt=AdaptConfig(steps=2), slice_thickness=4.0)
-    assert told.adaptation_steps == 2
-    every = restore_volume(clean, model, adapt=AdaptConfig(steps=2, min_noise=0.0))
-    assert every.adaptation_steps == 2
-    assert not np.allclose(every.volume.data, plain.volume.data)
-    # A scan with an acquisition's noise is adapted.
-    assert restore_volume(_scan(), model, adapt=AdaptConfig(steps=2)).adaptation_steps == 2
+        result = restore_volume(clean, model, adapt=one)
+    assert result.adaptation_steps == 1 and "every slice-profile shape" in caplog.text
+    assert seen[-1].profiles == SLICE_PROFILES
+    # A noisy scan takes the default's Gaussian first; told its thickness, a noise-free one too.
+    restore_volume(noisy, model, adapt=one)
+    assert seen[-1].profiles == ("gaussian",) and seen[-1].thickness_range == (1.0, 1.0)
+    restore_volume(clean, model, adapt=one, slice_thickness=4.0)
+    assert seen[-1].profiles == ("gaussian",)
+    restore_volume(clean, model, adapt=AdaptConfig(steps=1, batch_size=1, min_noise=0.0))
+    assert seen[-1].profiles == ("gaussian",)
     with pytest.raises(TransMRSRError, match="noise floor"):
         AdaptConfig(min_noise=1.5)
+
+
+def test_gaussian_mix_takes_the_gaussian_and_the_mix_on_alternate_steps():
+    config = AdaptConfig(unknown="gaussian-mix")
+    gaussian, mix = step_slices(config, None)
+    assert gaussian == {"thickness_range": (1.0, 1.0), "profiles": ("gaussian",)}
+    assert mix == {"thickness_range": UNKNOWN_THICKNESS, "profiles": SLICE_PROFILES}
+    # told the thickness, every step takes it
+    assert step_slices(config, 0.8) == [{"thickness_range": (0.8, 0.8), "profiles": ("gaussian",)}]
+    assert AdaptConfig().unknown == "gaussian-mix"

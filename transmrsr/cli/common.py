@@ -152,19 +152,19 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         choices=UNKNOWN_SLICES,
         help="what --adapt assumes of the slices when their thickness is not known (no "
         "--slice-thickness, sidecar or DICOM tag): gaussian (the SPEC's Gaussian as thick as "
-        "the spacing), gaussian-range (Gaussians 0.6-1.2 spacings thick) or mix (every "
-        f"profile shape at those thicknesses; default {AdaptConfig.unknown}: the mix cost "
-        "0.1-0.35 dB on Gaussian slices of every contrast, the Gaussian up to 0.04 dB on real "
-        "gaps and flat-top slices)",
+        "the spacing), gaussian-range (Gaussians 0.6-1.2 spacings thick), mix (every "
+        "profile shape at those thicknesses) or gaussian-mix (the Gaussian and the mix on "
+        f"alternate steps; default {AdaptConfig.unknown})",
     )
     parser.add_argument(
         "--adapt-min-noise",
         type=noise_fraction,
         default=NOISE_FREE_LEVEL,
         metavar="FRACTION",
-        help="restore scans whose in-plane noise is below FRACTION of their tissue level "
-        "(templates, averages of many scans, denoised images) without --adapt, which costs on "
-        f"them (default {NOISE_FREE_LEVEL:g}; 0: adapt every scan)",
+        help="a scan of unknown slice thickness whose in-plane noise is below FRACTION of its "
+        "tissue level (a template, an average of many scans, a denoised image) is adapted "
+        "with --unknown-slices mix, the most cautious guess where no noise tempers a wrong "
+        f"one (default {NOISE_FREE_LEVEL:g}; 0: never)",
     )
     parser.add_argument(
         "--precision",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -48,8 +48,9 @@ UNKNOWN_THICKNESS = (0.6, 1.2)
 #: What the adaptation's pairs assume when the scan's slice thickness is not known
 #: (:attr:`AdaptConfig.unknown`): ``gaussian``, the SPEC's Gaussian as thick as the spacing;
 #: ``gaussian-range``, Gaussians of :data:`UNKNOWN_THICKNESS`; ``mix``, every shape of
-#: :data:`~transmrsr.degradation.SLICE_PROFILES` at those thicknesses.
-UNKNOWN_SLICES = ("gaussian", "gaussian-range", "mix")
+#: :data:`~transmrsr.degradation.SLICE_PROFILES` at those thicknesses; ``gaussian-mix``, the
+#: Gaussian's pairs and the mix's on alternate steps.
+UNKNOWN_SLICES = ("gaussian", "gaussian-range", "mix", "gaussian-mix")
 #: What ``restore`` does unless told otherwise: about half of an 85-106 s default restore on a
 #: 2-core CPU without bf16 units (docs/restore.md).
 DEFAULT_STEPS = 20
@@ -86,18 +87,19 @@ class AdaptConfig:
 
     ``unknown``: what the pairs assume when the thickness is not known (:data:`UNKNOWN_SLICES`).
     A scan whose slices are not what the adaptation assumes learns corrections locked to the
-    wrong shape, which show as stripes one slab apart; drawing from all shapes (``mix``) costs
-    0.1-0.2 dB where the Gaussian is exactly right (docs/experiments.md).
+    wrong shape, which show as stripes one slab apart. Drawing from all shapes (``mix``) cost
+    0.1-0.35 dB where the slices were the SPEC's Gaussian as thick as their spacing, the
+    Gaussian alone (``gaussian``) 0.07 dB on a routine head at x8 and up to 0.9 dB on a
+    noise-free image with a gap; the default ``gaussian-mix`` takes the two on alternate steps
+    (docs/experiments.md, 2026-12-07).
 
     ``min_noise``: a scan whose slice thickness is not known and whose in-plane noise is below
-    this fraction of its tissue level (:data:`NOISE_FREE_LEVEL`; 0 adapts every scan) is
-    restored by the network as trained. Pairs made from a noise-free image teach the network
-    to undo the assumed slice profile exactly, with nothing to temper it, and a guessed profile
-    is then costly: on the MNI152 template with Gaussian slices not told the adaptation cost
-    0.34 dB (Gaussian pairs) and 0.61 dB (the mix) at x4, and 0.86 dB (Gaussian pairs) with a
-    slice gap, while the network as trained, which saw four profile shapes and thicknesses
-    0.6-1.2, held both; told the thickness, it gained 0.18 dB on the gap (docs/experiments.md,
-    2026-12-07). Every noisy scan gained from the adaptation.
+    this fraction of its tissue level (:data:`NOISE_FREE_LEVEL`; 0: never) is adapted with the
+    ``mix`` whatever ``unknown`` says. Pairs made from a noise-free image (a template, an
+    average of many scans, a denoised image) teach the network to undo the assumed profile
+    exactly, with no noise to temper a wrong guess: on the MNI152 template with a slice gap
+    not told, the Gaussian's pairs cost 0.88 dB against the mix's (docs/experiments.md,
+    2026-12-07).
     """
 
     steps: int = DEFAULT_STEPS
@@ -106,7 +108,7 @@ class AdaptConfig:
     seed: int = 0
     profiles: tuple[str, ...] | None = None
     scope: str = "decoder"
-    unknown: str = "gaussian"
+    unknown: str = "gaussian-mix"
     min_noise: float = NOISE_FREE_LEVEL
 
     def __post_init__(self) -> None:
@@ -161,11 +163,20 @@ def pair_slices(config: AdaptConfig, thickness: float | None) -> dict[str, tuple
             "thickness_range": (thickness, thickness),
             "profiles": config.profiles or ("gaussian",),
         }
-    if config.unknown == "gaussian":
+    if config.unknown in ("gaussian", "gaussian-mix"):
         return {"thickness_range": (1.0, 1.0), "profiles": config.profiles or ("gaussian",)}
     if config.unknown == "gaussian-range":
         return {"thickness_range": UNKNOWN_THICKNESS, "profiles": config.profiles or ("gaussian",)}
     return {"thickness_range": UNKNOWN_THICKNESS, "profiles": config.profiles or SLICE_PROFILES}
+
+
+def step_slices(config: AdaptConfig, thickness: float | None) -> list[dict[str, tuple]]:
+    """The slice models of the adaptation's steps, taken in turn: :func:`pair_slices`'s, and
+    for ``gaussian-mix`` with the thickness unknown also the mix's."""
+    first = pair_slices(config, thickness)
+    if thickness is None and config.unknown == "gaussian-mix":
+        return [first, pair_slices(replace(config, unknown="mix"), None)]
+    return [first]
 
 
 def in_plane_images(normalised: np.ndarray, thick_axis: int) -> list[np.ndarray]:
@@ -246,13 +257,16 @@ def adapt_network(
         log.warning("the scan has no in-plane image with signal to adapt to: not adapted")
         return network.to(device).eval()
     patch = int(getattr(getattr(network, "config", None), "img_size", DEFAULT_PATCH))
-    pairs = PairConfig(
-        factor_range=(max(1.01, factor - FACTOR_SPREAD), factor + FACTOR_SPREAD),
-        patch_size=patch,
-        transpose=False,
-        gain_range=GAIN_RANGE,
-        **pair_slices(config, thickness),
-    )
+    pairs = [
+        PairConfig(
+            factor_range=(max(1.01, factor - FACTOR_SPREAD), factor + FACTOR_SPREAD),
+            patch_size=patch,
+            transpose=False,
+            gain_range=GAIN_RANGE,
+            **slices,
+        )
+        for slices in step_slices(config, thickness)
+    ]
     device = torch.device(device)
     adapted = copy.deepcopy(network).to(device).train()
     tuned = adaptable_parameters(adapted, config.scope)
@@ -274,8 +288,10 @@ def adapt_network(
     )
     shares = [s for s in np.array_split(np.arange(config.batch_size), workers) if len(s)]
     weights = [len(share) / config.batch_size for share in shares]
-    gradient = functools.partial(_share_gradient, adapted, tuned, pairs, bf16)
     for step in tqdm(range(config.steps), desc="adapt", disable=not progress):
+        gradient = functools.partial(
+            _share_gradient, adapted, tuned, pairs[step % len(pairs)], bf16
+        )
         chosen = pick.integers(0, len(images), size=config.batch_size)
         batch = [(images[c], (config.seed, step, j)) for j, c in enumerate(chosen)]
         parts = list(map_in_threads(gradient, [[batch[j] for j in s] for s in shares], workers))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -320,17 +320,23 @@ def restore_volume(
     device = torch.device(device)
     bf16 = inference_uses_bf16(precision, device)
     network = model.network.to(device)
-    if adapt is not None and slice_thickness is None and adapt.min_noise > 0:
+    if (
+        adapt is not None
+        and slice_thickness is None
+        and adapt.unknown != "mix"
+        and adapt.min_noise > 0
+    ):
         noise = in_plane_noise(volume.data, thick)
         if noise < adapt.min_noise:
             log.info(
                 "in-plane noise %.2f%% of the tissue level, below %.2f%% (a template, an average "
-                "or a denoised image) and slice thickness not known: restored without "
-                "adaptation (--slice-thickness, or --adapt-min-noise 0, adapts it)",
+                "or a denoised image), slice thickness not known: the adaptation's pairs draw "
+                "from every slice-profile shape (--slice-thickness, or --adapt-min-noise 0, "
+                "says otherwise)",
                 100 * noise,
                 100 * adapt.min_noise,
             )
-            adapt = None
+            adapt = replace(adapt, unknown="mix")
     if adapt is not None:
         # Before the volume is upsampled: the training step's memory and the isotropic
         # volume's arrays are then never held at the same time.
