@@ -75,6 +75,10 @@ TOLERANCE_DB = 0.05
 MAX_STRIPE_RATIO = 1.3
 #: Version of the suite's definition; results of another version are not resumed from.
 SUITE_VERSION = 1
+#: Where a guided case's guide is moved to, in its header (rotation about the head's centre in
+#: degrees, translation in mm): two series of one session are never quite aligned, and the
+#: registration must find it (docs/restore.md, "Guided restoration").
+GUIDE_MOTION = {"rotation_deg": (4.0, -3.0, 2.0), "translation_mm": (5.0, -4.0, 6.0)}
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,10 @@ class Case:
     profile: str = "gaussian"
     thickness: float = 1.0
     told: bool = False
+    #: a guided restore (``--guide``) with this reference, moved by :data:`GUIDE_MOTION`
+    guide: str | None = None
+    #: ``--guide-fallback``: a guide that may be refused (another head's)
+    fallback: bool = False
 
     @property
     def id(self) -> str:
@@ -131,11 +139,14 @@ class Case:
         if ref.thick:
             return f"{self.reference}_real"
         shape = self.profile if self.thickness == 1.0 else f"{self.profile}-{self.thickness:g}"
-        return f"{self.reference}_x{self.factor:g}_{shape}_{'told' if self.told else 'not-told'}"
+        told = "told" if self.told else "not-told"
+        guide = "" if self.guide is None else f"_guide-{self.guide}"
+        return f"{self.reference}_x{self.factor:g}_{shape}_{told}{guide}"
 
 
 def default_suite() -> list[Case]:
-    """The fixed suite (28 cases). Change it only with :data:`SUITE_VERSION`."""
+    """The fixed suite (34 cases). Change a case only with :data:`SUITE_VERSION`; a new case
+    needs no new version (finished cases stay valid, the new one is run)."""
     x4 = ["sub-10", "sub-20", "sub-53", "stroke_t1", "seg3d_t1", "stroke_t2", "m2208_t2"]
     x4 += ["flair", "mni152"]
     x8 = ["sub-10", "stroke_t1", "seg3d_t1", "stroke_t2", "m2208_t2", "flair", "mni152"]
@@ -146,6 +157,11 @@ def default_suite() -> list[Case]:
     cases += [Case("mni152", 4.0, thickness=0.75, told=True)]
     cases += [Case(r, 4.0, profile="flat-top") for r in ("seg3d_t1", "stroke_t2")]
     cases += [Case("papaya_pd")]
+    # Guided by the same patient's scan of another contrast (one patient, co-registered, moved
+    # apart here), and by another subject's T1, which must be refused or cost nothing.
+    cases += [Case(r, k, guide="stroke_t1") for r in ("stroke_t2", "flair") for k in (4.0, 8.0)]
+    cases += [Case("stroke_t1", 4.0, guide="stroke_t2")]
+    cases += [Case("stroke_t2", 4.0, guide="sub-10", fallback=True)]
     return cases
 
 
@@ -189,9 +205,19 @@ def bet_mask(volume, cache: Path):
 
 
 def available(case: Case) -> bool:
-    """Whether this machine has the case's volume."""
-    ref = REFERENCES[case.reference]
-    return ref.path is None or (SHARED / ref.path).is_file()
+    """Whether this machine has the case's volumes."""
+    names = [case.reference] + ([] if case.guide is None else [case.guide])
+    return all(REFERENCES[n].path is None or (SHARED / REFERENCES[n].path).is_file() for n in names)
+
+
+def moved_guide(ref: Reference, work: Path):
+    """A guide reference with its header moved by :data:`GUIDE_MOTION` about its head's
+    centre: the same voxels, somewhere else in the scanner."""
+    from transmrsr.registration import head_center, rigid_matrix
+
+    volume, _ = load_reference(ref, work)
+    motion = rigid_matrix(**GUIDE_MOTION, center=head_center(volume))
+    return volume.with_data(volume.data, motion @ volume.affine)
 
 
 # -- one case ----------------------------------------------------------------------------------
@@ -315,6 +341,12 @@ def run_case(
             # thin voxels finer in-plane than along the thick axis (ds002748: 0.87 x 0.87 x
             # 1 mm): restore onto the reference's grid, as a user who wants that grid would
             options = ["--factor", f"{case.factor:g}", *options]
+        if case.guide is not None:
+            guide_path = folder / "guide.nii.gz"
+            save_volume(moved_guide(REFERENCES[case.guide], work), guide_path)
+            options = [*options, "--guide", str(guide_path)]
+            if case.fallback:
+                options.append("--guide-fallback")
         out = folder / "restored.nii.gz"
         seconds, peak = run_restore(
             restore_command(thick_path, out, told_mm, options),

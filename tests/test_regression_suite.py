@@ -48,6 +48,23 @@ def test_the_suite_covers_every_contrast_factor_and_slice_model(reg):
     assert "stroke_t2_x4_gaussian_not-told" in ids
     assert "mni152_x4_gaussian-0.75_told" in ids
     assert "papaya_pd_real" in ids
+    guided = [c for c in cases if c.guide is not None]
+    assert {c.factor for c in guided} == {4.0, 8.0}
+    assert {reg.REFERENCES[c.reference].contrast for c in guided} >= {"T2", "FLAIR"}
+    # a guide of another head, which must be refused (with the fallback: restored unguided)
+    assert any(c.fallback and c.guide.startswith("sub-") for c in guided)
+    assert "stroke_t2_x4_gaussian_not-told_guide-stroke_t1" in ids
+
+
+def test_a_guided_case_moves_its_guide_in_the_scanner_not_its_voxels(reg, tmp_path):
+    from transmrsr.registration import rotation_angle_deg
+    from transmrsr.templates import mni152_t1
+
+    guide = reg.moved_guide(reg.REFERENCES["mni152"], tmp_path)
+    template = mni152_t1()
+    np.testing.assert_array_equal(guide.data, template.data)
+    motion = guide.affine @ np.linalg.inv(template.affine)
+    assert rotation_angle_deg(motion) == pytest.approx(5.423, abs=0.01)
 
 
 def test_floor_is_the_best_baseline_and_losses_beyond_tolerance_fail(reg):

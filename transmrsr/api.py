@@ -37,7 +37,7 @@ import torch
 from transmrsr import degradation, interpolation
 from transmrsr._version import __version__
 from transmrsr.devices import check_precision, resolve_device
-from transmrsr.errors import TransMRSRError
+from transmrsr.errors import GuideError, TransMRSRError
 from transmrsr.evaluation.compare import Comparison, compare_volumes
 from transmrsr.geometry import check_factor, detect_thick_axis, resolve_axis
 from transmrsr.inference import restore as restoring
@@ -52,6 +52,7 @@ from transmrsr.io import (
     to_nifti,
     volume_from_array,
 )
+from transmrsr.registration import check_guide, save_transform
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,9 @@ def run_restore(
     like: ImageLike | None = None,
     batch_size: int | None = None,
     destripe: bool = True,
+    guide: ImageLike | None = None,
+    guide_fallback: bool = False,
+    save_guide_transform: str | os.PathLike[str] | None = None,
 ) -> Restoration:
     """:func:`restore`, returning the :class:`~transmrsr.inference.restore.Restoration` (the
     volume, and the thick axis, factor, planes, model and precision used), which is what
@@ -299,6 +303,31 @@ def run_restore(
             resolution=_optional_number(resolution, "resolution"),
         )
     thickness = slice_thickness_for(volume, slice_thickness, thick_axis)
+    guide_volume, report = None, None
+    if guide is not None:
+        guide_volume = as_volume(guide, name="guide")
+        try:
+            report = check_guide(guide_volume, volume)
+        except GuideError as exc:
+            if not guide_fallback:
+                raise
+            log.warning("guide refused (%s): restoring without it", exc)
+            guide_volume = None
+    if report is not None and save_guide_transform is not None:
+        log.info(
+            "guide transform written to %s",
+            save_transform(report.registration, save_guide_transform),
+        )
+    if guide_volume is not None and isinstance(model, str) and model == DEFAULT_MODEL:
+        model = restoring.GUIDED_MODEL
+    if (
+        guide is not None
+        and guide_volume is None
+        and isinstance(model, LoadedModel)
+        and restoring.guide_channels(model.network)
+    ):
+        log.warning("the guided model needs its guide: restoring with %s", DEFAULT_MODEL)
+        model = DEFAULT_MODEL
     loaded = model if isinstance(model, LoadedModel) else restoring.load_model(model)
     return restoring.restore_volume(
         volume,
@@ -317,6 +346,8 @@ def run_restore(
         slice_thickness=thickness,
         consistency_method=consistency if isinstance(consistency, str) else DEFAULT_CONSISTENCY,
         destripe=destripe,
+        guide=guide_volume,
+        guide_report=report,
     )
 
 
@@ -338,6 +369,9 @@ def restore(
     like: ImageLike | None = None,
     batch_size: int | None = None,
     destripe: bool = True,
+    guide: ImageLike | None = None,
+    guide_fallback: bool = False,
+    save_guide_transform: str | os.PathLike[str] | None = None,
 ) -> nib.Nifti1Image:
     """Restore a thick-slice scan to an isotropic volume: ``transmrsr restore`` in Python.
 
@@ -380,6 +414,14 @@ def restore(
             eight on a GPU: :func:`~transmrsr.devices.default_batch_size`).
         destripe: remove the detail that repeats once per slab from the network's output
             (:func:`~transmrsr.stripes.slab_pattern`; default on).
+        guide: another contrast of the same head from the same session, finer than the scan
+            (an isotropic T1, say; an image as ``image`` takes it): registered rigidly onto
+            the scan, checked, and fed to a guided model as a second channel (docs/restore.md,
+            "Guided restoration"). With the default ``model`` the shipped guided model runs.
+        guide_fallback: when the guide is refused (a failed registration, a guide that covers
+            less than the scan's head, or another head), restore without it with a warning
+            instead of raising :class:`~transmrsr.errors.GuideError`.
+        save_guide_transform: write the guide's rigid transform here (ITK ``.tfm``).
 
     Returns:
         A float32 NIfTI image on the isotropic grid that ``upsample`` writes (field of view
@@ -406,6 +448,9 @@ def restore(
         like=like,
         batch_size=batch_size,
         destripe=destripe,
+        guide=guide,
+        guide_fallback=guide_fallback,
+        save_guide_transform=save_guide_transform,
     )
     return to_nifti(result.volume, description=result.describe())
 

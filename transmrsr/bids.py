@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,11 +286,18 @@ def sidecar(
     consistency: bool,
     precision: str,
     destriped: bool = True,
+    guide: BidsImage | None = None,
+    guide_similarity: float | None = None,
 ) -> dict[str, Any]:
-    """The JSON sidecar of a restored image: what was restored from what, with what."""
-    return {
+    """The JSON sidecar of a restored image: what was restored from what, with what. A
+    guided restore lists its guide among the ``Sources``, with the guide's edge similarity
+    to the scan once registered (:func:`~transmrsr.registration.guide_similarity`)."""
+    sources = [f"bids:raw:{image.relative}"]
+    if guide is not None:
+        sources.append(f"bids:raw:{guide.relative}")
+    content = {
         "Description": "Thick-slice image restored to an isotropic volume with TransMRSR",
-        "Sources": [f"bids:raw:{image.relative}"],
+        "Sources": sources,
         "InputPath": str(image.path.resolve()),
         "Model": model,
         "Factor": round(float(factor), 6),
@@ -304,6 +311,29 @@ def sidecar(
         "Precision": precision,
         "SoftwareVersion": f"{PIPELINE} {__version__}",
     }
+    if guide is not None and guide_similarity is not None:
+        content["GuideSimilarity"] = round(float(guide_similarity), 4)
+    return content
+
+
+def session_guide(
+    image: BidsImage, candidates: Iterable[BidsImage], is_isotropic: Callable[[Path], bool]
+) -> BidsImage | None:
+    """The guide of ``image`` for a guided restore: among ``candidates`` (images with the
+    guide suffix), the first of the same subject and session that ``is_isotropic`` accepts,
+    preferring one without an ``acq`` or ``rec`` entity (the plain protocol); ``None`` when
+    there is none. A scan never guides itself."""
+    same = [
+        c
+        for c in candidates
+        if c.path != image.path
+        and c.entities.get("subject") == image.entities.get("subject")
+        and c.entities.get("session") == image.entities.get("session")
+    ]
+    same.sort(
+        key=lambda c: ("acquisition" in c.entities or "reconstruction" in c.entities, c.relative)
+    )
+    return next((c for c in same if is_isotropic(c.path)), None)
 
 
 def to_json(content: dict[str, Any]) -> str:

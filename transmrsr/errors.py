@@ -18,3 +18,13 @@ class OutputError(TransMRSRError):
     one: the next outputs go to the same place and would fail the same way, each after
     minutes of work.
     """
+
+
+class GuideError(TransMRSRError):
+    """A guide for guided restoration was refused: its registration failed, it covers too
+    little of the scan's head, or it is of another head
+    (:func:`transmrsr.registration.check_guide`).
+
+    Its own type so that ``--guide-fallback`` can restore without the guide, with a warning,
+    where every other error still stops the run.
+    """

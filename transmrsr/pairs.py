@@ -135,7 +135,10 @@ class PairConfig:
 
 
 def make_pair(
-    plane: np.ndarray, config: PairConfig, key: tuple[int, ...]
+    plane: np.ndarray,
+    config: PairConfig,
+    key: tuple[int, ...],
+    guide: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One ``(lr, hr, factor)`` pair from a 2-D HR ``plane`` whose rows are to be made thick.
 
@@ -144,11 +147,25 @@ def make_pair(
     crop of input and target is taken and flipped. Every random choice comes from generators
     seeded by ``key``, so a pair is a pure function of (plane, config, key). Tensors are
     ``[1, patch, patch]``.
+
+    ``guide``: the same plane of the same head in another contrast, at the fine resolution
+    (guided restoration, :mod:`transmrsr.registration`). It is padded, warped, cropped and
+    flipped with the plane but never degraded, noised or scaled: it is a real image with its
+    own noise and intensities. The input is then ``[2, patch, patch]``: the thick plane, then
+    the guide.
     """
     rng = np.random.default_rng(key)
     size = config.patch_size
     extra = [max(0, size - n) for n in plane.shape]
-    full = np.pad(plane, [(e // 2, e - e // 2) for e in extra])
+    padding = [(e // 2, e - e // 2) for e in extra]
+    full = np.pad(plane, padding)
+    guide_full = None
+    if guide is not None:
+        if guide.shape != plane.shape:
+            raise TransMRSRError(
+                f"guide plane {guide.shape} and plane {plane.shape} must have the same shape"
+            )
+        guide_full = np.pad(np.asarray(guide, np.float32), padding)
     lo, hi = config.factor_range
     factor = float(lo if hi <= lo else rng.uniform(lo, hi))
     if config.warps:
@@ -157,6 +174,8 @@ def make_pair(
         angle = warp_rng.uniform(-1.0, 1.0) * config.rotate_degrees
         zoom = float(np.exp(warp_rng.uniform(*np.log(config.zoom_range))))
         full = warp_plane(full, angle, zoom)
+        if guide_full is not None:
+            guide_full = warp_plane(guide_full, angle, zoom)
     if config.gain_range != (1.0, 1.0):
         # Its own stream, as the noise's: the rest of the pair is that of the gainless one.
         gain_rng = np.random.default_rng((*key, 2))
@@ -182,17 +201,19 @@ def make_pair(
     )
     r0 = int(rng.integers(0, full.shape[0] - size + 1))
     c0 = int(rng.integers(0, full.shape[1] - size + 1))
-    hr = full[r0 : r0 + size, c0 : c0 + size]
-    lr = full_lr[r0 : r0 + size, c0 : c0 + size]
+    window = (slice(r0, r0 + size), slice(c0, c0 + size))
+    # The input's channels: the thick plane, then the guide where there is one.
+    channels = [full_lr[window]] + ([] if guide_full is None else [guide_full[window]])
+    hr = full[window]
     if config.augment:
         if rng.random() < 0.5:
-            hr, lr = hr[::-1], lr[::-1]
+            hr, channels = hr[::-1], [c[::-1] for c in channels]
         if rng.random() < 0.5:
-            hr, lr = hr[:, ::-1], lr[:, ::-1]
+            hr, channels = hr[:, ::-1], [c[:, ::-1] for c in channels]
         if rng.random() < 0.5 and config.transpose:
-            hr, lr = hr.T, lr.T
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]  # noqa: E731
-    return as_tensor(lr), as_tensor(hr), factor
+            hr, channels = hr.T, [c.T for c in channels]
+    lr = torch.from_numpy(np.stack([np.ascontiguousarray(c, np.float32) for c in channels]))
+    return lr, torch.from_numpy(np.ascontiguousarray(hr, np.float32))[None], factor
 
 
 def warp_plane(plane: np.ndarray, degrees: float, zoom: float) -> np.ndarray:

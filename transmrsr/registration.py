@@ -40,7 +40,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the name SimpleITK's own documentation uses)
 from scipy import ndimage
 
-from transmrsr.errors import OutputError, TransMRSRError
+from transmrsr.errors import GuideError, OutputError, TransMRSRError
 from transmrsr.geometry import resample_axis_grid
 from transmrsr.io import Volume, atomic_path, check_affine, voxel_sizes
 
@@ -648,18 +648,18 @@ def check_guide(
     :func:`guide_similarity`.
 
     Raises:
-        TransMRSRError: the first check that fails, in one line.
+        GuideError: the first check that fails, in one line.
     """
     if registration is None:
         registration = register_rigid(guide, target)
     if not (math.isfinite(registration.metric) and np.all(np.isfinite(registration.matrix))):
-        raise TransMRSRError(
+        raise GuideError(
             "the registration of the guide onto the scan failed (the metric is not finite): "
             "is the guide a scan of the same head?"
         )
     shift, angle = registration.shift_mm, registration.rotation_deg
     if shift > max_shift_mm or angle > max_rotation_deg:
-        raise TransMRSRError(
+        raise GuideError(
             f"the registration moved the guide {shift:.0f} mm and {angle:.0f} degrees from "
             f"where the headers place it (two scans of one session differ by at most "
             f"{max_shift_mm:g} mm and {max_rotation_deg:g} degrees): the guide is of another "
@@ -668,7 +668,7 @@ def check_guide(
     mask = head_mask(target)
     covered = coverage(guide, registration, target, mask)
     if covered < min_coverage:
-        raise TransMRSRError(
+        raise GuideError(
             f"the guide covers only {math.floor(100 * covered)} % of the scan's head (at least "
             f"{100 * min_coverage:.0f} % needed): give a guide whose field of view holds the "
             "whole head"
@@ -676,7 +676,7 @@ def check_guide(
     on_target = guide_on_target(guide, registration, target)
     similarity = guide_similarity(target, on_target.volume.data, mask & on_target.covered)
     if not similarity >= min_similarity:
-        raise TransMRSRError(
+        raise GuideError(
             f"the guide does not look like the scan's head once registered (edge similarity "
             f"{similarity:.2f}, below {min_similarity:g}; scans of one head score about 0.6 "
             "or more): is it a scan of the same patient?"

@@ -16,6 +16,7 @@ from transmrsr.cli.common import positive_float
 from transmrsr.cli.restore import (
     Job,
     Report,
+    add_guide_arguments,
     add_restore_run_arguments,
     pending,
     restore_jobs,
@@ -24,13 +25,15 @@ from transmrsr.cli.restore import (
 from transmrsr.cohort import resolve_shard
 from transmrsr.errors import OutputError, TransMRSRError
 from transmrsr.geometry import axis_name
-from transmrsr.inference.restore import Restoration
+from transmrsr.inference.restore import DEFAULT_MODEL, Restoration
 from transmrsr.io import Volume, check_writable_folder, voxel_sizes, write_text
 
 log = logging.getLogger(__name__)
 
 #: Images whose largest spacing is less than this many times their finest are left alone.
 DEFAULT_MIN_FACTOR = 1.5
+#: The suffix of the session's isotropic scan that guides the others.
+DEFAULT_GUIDE_SUFFIX = "T1w"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,6 +78,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="restore images whose largest spacing is at least K times their finest "
         f"(default {DEFAULT_MIN_FACTOR}); the others are isotropic enough already",
     )
+    parser.add_argument(
+        "--guide-suffix",
+        default=None,
+        metavar="SUFFIX",
+        help="guide each restore with the same subject and session's isotropic image of this "
+        f"suffix (default {DEFAULT_GUIDE_SUFFIX}; guided restoration, docs/restore.md): the "
+        "guided model runs where there is one, the default model elsewhere, and the sidecar "
+        "lists the guide in Sources. Only with the default --model, or a guided one",
+    )
+    parser.add_argument(
+        "--no-guide", action="store_true", help="restore every image without a guide"
+    )
+    add_guide_arguments(parser)
     add_restore_run_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -89,7 +105,13 @@ def _anisotropy(path: Path) -> float | None:
     return float(zooms.max() / zooms.min())
 
 
-def _job(image: bids.BidsImage, root: Path, output: Path, args: argparse.Namespace) -> Job:
+def _job(
+    image: bids.BidsImage,
+    root: Path,
+    output: Path,
+    args: argparse.Namespace,
+    guide: bids.BidsImage | None = None,
+) -> Job:
     relative = bids.derivative_path(image)
     out = output / relative
     side = output / bids.derivative_path(image, ".json")
@@ -109,10 +131,12 @@ def _job(image: bids.BidsImage, root: Path, output: Path, args: argparse.Namespa
             thick_axis_name=axis_name(result.thick_axis, volume.affine),
             slice_spacing=spacing,
             slice_thickness=result.thickness * spacing,
-            adaptation_steps=args.adapt,
+            adaptation_steps=result.adaptation_steps,
             consistency=args.consistency_method if args.consistency else False,
             precision=result.precision,
             destriped=args.destripe,
+            guide=guide if result.guide is not None else None,
+            guide_similarity=None if result.guide is None else result.guide.similarity,
         )
         write_text(side, bids.to_json(content))
 
@@ -124,6 +148,7 @@ def _job(image: bids.BidsImage, root: Path, output: Path, args: argparse.Namespa
         slice_thickness=thickness,
         before_write=write_sidecar,
         cleanup=lambda: side.unlink(missing_ok=True),
+        guide=None if guide is None else guide.path,
     )
 
 
@@ -133,6 +158,12 @@ def plan(args: argparse.Namespace) -> list[Job]:
     if not root.is_dir():
         raise TransMRSRError(f"{root}: no such folder")
     images = bids.find_anat_images(root, participants=args.participant_label, suffixes=args.suffix)
+    candidates = _guide_candidates(root, args)
+
+    def is_isotropic(path: Path) -> bool:
+        ratio = _anisotropy(path)
+        return ratio is not None and ratio < args.min_factor
+
     jobs = []
     for image in images:
         ratio = _anisotropy(image.path)
@@ -141,7 +172,10 @@ def plan(args: argparse.Namespace) -> list[Job]:
                 "%s: spacing ratio %.2f below --min-factor, not restored", image.relative, ratio
             )
             continue
-        jobs.append(_job(image, root, output, args))
+        guide = bids.session_guide(image, candidates, is_isotropic)
+        if guide is not None:
+            log.info("%s: guided by %s", image.relative, guide.relative)
+        jobs.append(_job(image, root, output, args, guide))
     log.info(
         "%s: %d anatomical images of %d participants, %d to restore",
         root,
@@ -150,6 +184,19 @@ def plan(args: argparse.Namespace) -> list[Job]:
         len(jobs),
     )
     return jobs
+
+
+def _guide_candidates(root: Path, args: argparse.Namespace) -> list[bids.BidsImage]:
+    """The images that may guide (``--guide-suffix``), none with ``--no-guide`` or with a
+    model of the user's that was not asked to take guides."""
+    if args.no_guide:
+        return []
+    if args.model != DEFAULT_MODEL and args.guide_suffix is None:
+        log.info("--model %s: restoring without guides (--guide-suffix to use them)", args.model)
+        return []
+    suffix = args.guide_suffix or DEFAULT_GUIDE_SUFFIX
+    # Everyone's: a participant without one is restored unguided, not refused.
+    return bids.find_anat_images(root, suffixes=[suffix])
 
 
 def _prepare_output(root: Path, output: Path, jobs: list[Job]) -> None:

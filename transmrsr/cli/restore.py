@@ -38,6 +38,7 @@ from transmrsr.geometry import axis_name
 from transmrsr.inference.consistency import CONSISTENCY_METHODS, DEFAULT_CONSISTENCY
 from transmrsr.inference.restore import (
     DEFAULT_MODEL,
+    GUIDED_MODEL,
     PLANE_CHOICES,
     SHIPPED_MODELS,
     LoadedModel,
@@ -69,6 +70,8 @@ class Job:
         before_write: called with the restoration before the volume is written (a BIDS
             sidecar, written first so that an existing volume always has its sidecar).
         cleanup: called when writing the volume failed (removes that sidecar).
+        guide: the guide of a guided restore (a file or DICOM folder; ``--guide``, or the
+            session's isotropic scan in ``bids``); ``None``: unguided.
     """
 
     name: str
@@ -78,6 +81,7 @@ class Job:
     slice_thickness: float | str | None = None
     before_write: Callable[[Restoration, Volume], None] | None = None
     cleanup: Callable[[], None] | None = None
+    guide: Path | None = None
 
 
 def add_restore_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,8 +190,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_factor_arguments(parser)
     add_axis_argument(parser, "thick axis (default: the axis with the largest spacing)")
     parser.add_argument("--like", metavar="REFERENCE", help="write onto this volume's grid")
+    parser.add_argument(
+        "--guide",
+        metavar="ISO",
+        help="another contrast of the same head from the same session, finer than the input "
+        "(an isotropic T1: a NIfTI/MGZ file or a DICOM series folder; one guide for every "
+        "input in --out-dir mode): registered rigidly onto each input, checked, and fed to "
+        f"the guided model ({GUIDED_MODEL} unless --model names another)",
+    )
+    add_guide_arguments(parser)
     add_restore_run_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def add_guide_arguments(parser: argparse.ArgumentParser) -> None:
+    """What to do with a guide: shared by ``restore --guide`` and ``bids --guide-suffix``."""
+    parser.add_argument(
+        "--guide-fallback",
+        action="store_true",
+        help="when the guide is refused (failed registration, a guide that covers less than "
+        "the input's head, another head), restore without it with a warning instead of "
+        "failing",
+    )
+    parser.add_argument(
+        "--save-guide-transform",
+        action="store_true",
+        help="write the guide's rigid transform beside each output (OUTPUT stem + "
+        "_guide.tfm, ITK text format: guide onto input, in world coordinates)",
+    )
+
+
+def guide_transform_path(out: Path) -> Path:
+    """Where ``--save-guide-transform`` writes the transform of the restore written to ``out``."""
+    name = out.name
+    for ending in (".nii.gz", ".nii", ".mgz"):
+        if name.endswith(ending):
+            name = name[: -len(ending)]
+            break
+    return out.with_name(f"{name}_guide.tfm")
 
 
 def _is_volume(path: Path) -> bool:
@@ -364,16 +404,25 @@ def restore_jobs(
     since the next would fail alike. The model is loaded after the first input reads, so that
     a bad single input fails before that wait."""
     device = resolve_device(args.device) if todo else None
-    model: LoadedModel | None = None
+    models: dict[str, LoadedModel] = {}
+    guides: dict[Path, Volume] = {}  # the last guide read: a cohort usually shares it
     failures = 0
     try:
         for job in todo:
             start = time.perf_counter()
             try:
                 volume = job.load()
-                if model is None:
-                    model = _load_model(args.model, device)
-                result = _restore(volume, job, args, model, device, like)
+                guide = None
+                if job.guide is not None:
+                    if job.guide not in guides:
+                        guides.clear()
+                        guides[job.guide] = as_volume(job.guide, name="guide")
+                    guide = guides[job.guide]
+                name = model_name(args.model, guided=guide is not None)
+                if name not in models:
+                    models[name] = _load_model(name, device)
+                model = models[name]
+                result = _restore(volume, job, args, model, device, like, guide)
                 _write(job, result, volume, args)
             except (OutputError, _ModelError):
                 raise
@@ -398,6 +447,12 @@ def restore_jobs(
     if failures:
         raise TransMRSRError(f"{failures} of {len(todo)} inputs failed (see above)")
     return 0
+
+
+def model_name(name: str, *, guided: bool) -> str:
+    """The model a restore runs: the shipped guided model where a guide is given and the
+    default model was asked for, else ``name``."""
+    return GUIDED_MODEL if guided and name == DEFAULT_MODEL else name
 
 
 class _ModelError(TransMRSRError):
@@ -438,9 +493,13 @@ def _restore(
     model: LoadedModel,
     device: object,
     like: Volume | None,
+    guide: Volume | None = None,
 ) -> Restoration:
     """The Python interface's restore (transmrsr.api.run_restore), with what the log needs."""
     thickness = job.slice_thickness if job.slice_thickness is not None else args.slice_thickness
+    transform = None
+    if guide is not None and getattr(args, "save_guide_transform", False):
+        transform = guide_transform_path(job.out)
     return run_restore(
         volume,
         model=model,
@@ -457,6 +516,9 @@ def _restore(
         adapt=adapt_config(args) or 0,
         precision=args.precision,
         slice_thickness=thickness,
+        guide=guide,
+        guide_fallback=getattr(args, "guide_fallback", False),
+        save_guide_transform=transform,
     )
 
 
@@ -480,8 +542,16 @@ def run(args: argparse.Namespace) -> int:
         raise TransMRSRError("--report writes DIR/report.html: give the inputs with --out-dir DIR")
     shard = resolve_shard(args.shard, os.environ) if args.out_dir is not None else None
     jobs = plan_jobs(args)
+    if args.guide is not None:
+        guide = Path(args.guide)
+        if not guide.exists():
+            raise TransMRSRError(f"{guide}: no such guide file or folder")
+        for job in jobs:
+            job.guide = guide
     mine = select_shard(jobs, shard)
     extra = [Path(args.like)] if args.like else []
+    if args.guide is not None:
+        extra.append(Path(args.guide))
     todo = pending(mine, overwrite=args.overwrite, extra_inputs=extra)
     report = None
     if args.report:

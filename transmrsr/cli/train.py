@@ -14,12 +14,14 @@ from transmrsr.models.registry import list_architectures
 from transmrsr.training.config import (
     PERCEPTUAL_BACKBONES,
     SR_PRESETS,
+    SRTrainConfig,
     resolve_config,
     sr_preset,
     with_overrides,
 )
 from transmrsr.training.distributed import process_group
 from transmrsr.training.sr import train_sr
+from transmrsr.training.synthetic import CONTRASTS, HeadConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "name and the same pipeline (L1 loss; no prior needed)",
     )
     parser.add_argument(
+        "--guide-contrast",
+        choices=CONTRASTS,
+        help="train a guided network (one guide channel; docs/restore.md, guided restoration) "
+        "on two contrasts of each synthetic head: the --synthetic-contrast one made thick, "
+        "this one, slightly misregistered, as the guide. Needs --synthetic, --synthetic-ratio "
+        "1 and --synthetic-val-heads; --init an unguided model starts it from that model with "
+        "a guide of zero weight",
+    )
+    parser.add_argument(
         "--time-limit",
         type=positive_float,
         metavar="MINUTES",
@@ -118,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         synthetic=synthetic_of(args),
     )
+    if args.guide_contrast is not None:
+        config = guided_config(config, args.guide_contrast)
     if args.prior is not None and not Path(args.prior).is_file():
         raise TransMRSRError(f"{args.prior}: no such prior file")
     ctx, out = start(args)
@@ -147,3 +160,15 @@ def run(args: argparse.Namespace) -> int:
             result.best_epoch,
         )
     return 0
+
+
+def guided_config(config: SRTrainConfig, contrast: str) -> SRTrainConfig:
+    """``config`` for a guided TransMRSR: one guide channel, guides of ``contrast`` made for
+    every synthetic head."""
+    if config.arch != "transmrsr":
+        raise TransMRSRError("--guide-contrast trains a guided TransMRSR, not a baseline")
+    if config.synthetic is None:
+        raise TransMRSRError("--guide-contrast needs synthetic heads (--synthetic DIR)")
+    synthetic = dataclasses.replace(config.synthetic, guide=HeadConfig(contrast=contrast))
+    model = dataclasses.replace(config.model, guide_channels=1)
+    return dataclasses.replace(config, model=model, synthetic=synthetic)

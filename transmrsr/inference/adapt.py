@@ -179,19 +179,28 @@ def step_slices(config: AdaptConfig, thickness: float | None) -> list[dict[str, 
     return [first]
 
 
-def in_plane_images(normalised: np.ndarray, thick_axis: int) -> list[np.ndarray]:
+def in_plane_images(
+    normalised: np.ndarray, thick_axis: int, guide: np.ndarray | None = None
+) -> list[np.ndarray]:
     """The scan's planes perpendicular to ``thick_axis``, each in both orientations.
 
     Near-empty planes (less than the training data's minimum of signal) are left out. Either
-    in-plane axis becomes the rows, the axis :func:`make_pair` makes thick.
+    in-plane axis becomes the rows, the axis :func:`make_pair` makes thick. With ``guide``
+    (another contrast on the scan's grid), each image is a ``[2, rows, cols]`` array: the
+    scan's plane, then the guide's same plane.
     """
     if normalised.ndim != 3:
         raise TransMRSRError(f"adaptation needs a 3-D volume, got shape {normalised.shape}")
+    if guide is not None and guide.shape != normalised.shape:
+        raise TransMRSRError(f"guide {guide.shape} and scan {normalised.shape} differ in shape")
     images = []
     for index in range(normalised.shape[thick_axis]):
         plane = np.take(normalised, index, axis=thick_axis).astype(np.float32)
-        if (plane > SIGNAL_LEVEL).mean() >= MIN_SIGNAL_FRACTION:
-            images += [plane, np.ascontiguousarray(plane.T)]
+        if (plane > SIGNAL_LEVEL).mean() < MIN_SIGNAL_FRACTION:
+            continue
+        if guide is not None:
+            plane = np.stack([plane, np.take(guide, index, axis=thick_axis).astype(np.float32)])
+        images += [plane, np.ascontiguousarray(np.swapaxes(plane, -1, -2))]
     return images
 
 
@@ -206,7 +215,10 @@ def _share_gradient(
     (image, key), left out of the parameters' ``.grad`` so that threads never write the same
     tensor. The pairs are made here, so that threads make theirs side by side; autocast is per
     thread, so it is entered here too."""
-    made = [make_pair(image, pairs, key) for image, key in share]
+    made = []
+    for image, key in share:
+        plane, guide = (image, None) if image.ndim == 2 else (image[0], image[1])
+        made.append(make_pair(plane, pairs, key, guide))
     device = next(network.parameters()).device
     lr_img = torch.stack([m[0] for m in made]).to(device)
     hr_img = torch.stack([m[1] for m in made]).to(device)
@@ -228,6 +240,7 @@ def adapt_network(
     progress: bool = False,
     thickness: float | None = 1.0,
     workers: int | None = None,
+    guide: np.ndarray | None = None,
 ) -> nn.Module:
     """A copy of ``network`` fine-tuned on pairs made from the scan's own in-plane images.
 
@@ -247,12 +260,14 @@ def adapt_network(
             :func:`~transmrsr.devices.default_workers`: two on a CPU); each computes the
             gradient of its share, and the step applies their weighted mean, the gradient of
             the whole batch.
+        guide: for a guided network, the guide registered onto the scan's own grid and
+            normalised: each pair's input carries the guide's plane matching its scan plane.
 
     Returns:
         The adapted copy, in eval mode, on ``device``; ``network`` itself (with a warning)
         when no in-plane image holds enough signal to learn from.
     """
-    images = in_plane_images(normalised, thick_axis)
+    images = in_plane_images(normalised, thick_axis, guide)
     if not images:
         log.warning("the scan has no in-plane image with signal to adapt to: not adapted")
         return network.to(device).eval()

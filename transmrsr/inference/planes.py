@@ -38,11 +38,18 @@ def has_signal(planes: np.ndarray) -> np.ndarray:
 
 
 def _forward_planes(
-    model: nn.Module, stack: np.ndarray, device: torch.device, bf16: bool, chunk: np.ndarray
+    model: nn.Module,
+    stack: np.ndarray,
+    guide: np.ndarray | None,
+    device: torch.device,
+    bf16: bool,
+    chunk: np.ndarray,
 ) -> np.ndarray:
-    """The network on planes ``stack[chunk]``; grad and autocast modes are per thread, so
-    they are set here, in the thread that runs it."""
-    x = torch.from_numpy(np.ascontiguousarray(stack[chunk], np.float32))[:, None]
+    """The network on planes ``stack[chunk]`` (with the guide's same planes as a second
+    channel); grad and autocast modes are per thread, so they are set here, in the thread
+    that runs it."""
+    planes = [stack[chunk]] + ([] if guide is None else [guide[chunk]])
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(planes, axis=1), np.float32))
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         y = model(x.to(device))
     return y[:, 0].float().cpu().numpy()
@@ -61,6 +68,7 @@ def restore_along_planes(
     progress: bool = False,
     skip_empty: bool = True,
     workers: int | None = None,
+    guide: np.ndarray | None = None,
 ) -> np.ndarray:
     """The network applied to every plane of ``volume`` (already interpolated, normalised).
 
@@ -80,9 +88,13 @@ def restore_along_planes(
         workers: threads that share the batches (default
             :func:`~transmrsr.devices.default_workers`); the result does not depend on it
             beyond float rounding.
+        guide: for a guided network, another contrast of the same head on the same grid
+            (registered, normalised): each plane's twin enters as the second channel.
     """
     if volume.ndim != 3:
         raise TransMRSRError(f"expected a 3-D volume, got shape {volume.shape}")
+    if guide is not None and guide.shape != volume.shape:
+        raise TransMRSRError(f"guide {guide.shape} and volume {volume.shape} differ in shape")
     axes = list(slice_axes) if slice_axes is not None else list(planes_axes(thick_axis))
     if not axes or any(a == thick_axis or a not in (0, 1, 2) for a in axes):
         raise TransMRSRError(f"slice axes {axes} must be array axes other than {thick_axis}")
@@ -103,6 +115,9 @@ def restore_along_planes(
             in_plane = 3 - thick_axis - axis
             # [slice, thick, in_plane] view; planes are copied batch by batch.
             stack = np.transpose(volume, (axis, thick_axis, in_plane))
+            guide_stack = (
+                None if guide is None else np.transpose(guide, (axis, thick_axis, in_plane))
+            )
             result = None if out is None else np.transpose(out, (axis, thick_axis, in_plane))
             indices = (
                 np.arange(stack.shape[0]) if plane_indices is None else np.asarray(plane_indices)
@@ -121,7 +136,7 @@ def restore_along_planes(
             bar.update(int((~keep).sum()))
             run = np.flatnonzero(keep)
             batches = [run[i : i + batch_size] for i in range(0, len(run), batch_size)]
-            forward = functools.partial(_forward_planes, model, stack, device, bf16)
+            forward = functools.partial(_forward_planes, model, stack, guide_stack, device, bf16)
             outputs = map_in_threads(forward, [indices[p] for p in batches], workers)
             for positions, y_np in zip(batches, outputs, strict=True):
                 chunk = indices[positions]

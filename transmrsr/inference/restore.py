@@ -43,6 +43,13 @@ from transmrsr.interpolation import resample_in_plane, resample_to_grid, upsampl
 from transmrsr.io import Volume, voxel_sizes
 from transmrsr.models.files import load_checkpoint, load_model_file
 from transmrsr.models.registry import build_model, config_from_dict
+from transmrsr.registration import (
+    GuideReport,
+    ResampledGuide,
+    check_guide,
+    guide_on_target,
+    resample_guide,
+)
 from transmrsr.slicing import planes_axes
 from transmrsr.stripes import (
     MIN_PERIOD,
@@ -67,6 +74,8 @@ SHIPPED_MODELS: dict[str, str] = {
 #: that only ever sees one blur width gains more at it than one that spreads over 2-8).
 SPECIALISTS: dict[str, tuple[str, ...]] = {"t1": ("t1_x4", "t1_x6", "t1_x8")}
 DEFAULT_MODEL = "t1"
+#: What the default model becomes when a guide is given (docs/restore.md, guided restoration).
+GUIDED_MODEL = "t1_guided"
 #: What ``--planes auto`` means; chosen by ``benchmarks/bench_restore.py`` (gain per second).
 AUTO_PLANES = "one"
 PLANE_CHOICES = ("auto", "one", "both")
@@ -234,6 +243,8 @@ class Restoration:
     cubic_stripe_index: float | None = None
     #: steps the network was adapted to the scan for (0: restored as trained)
     adaptation_steps: int = 0
+    #: the guide's registration and checks, for a guided restore
+    guide: GuideReport | None = None
 
     def describe(self) -> str:
         """One line for the output header: tool, version, model, factor and thick axis."""
@@ -241,7 +252,9 @@ class Restoration:
             f"transmrsr {__version__} restore {Path(self.model_source).stem} "
             f"x{self.factor:.3g} axis {self.thick_axis}"
         )
-        return line if self.thickness == 1.0 else f"{line} thickness {self.thickness:.3g} spacing"
+        if self.thickness != 1.0:
+            line = f"{line} thickness {self.thickness:.3g} spacing"
+        return line if self.guide is None else f"{line} guided"
 
 
 def restore_volume(
@@ -264,6 +277,8 @@ def restore_volume(
     consistency_method: str = DEFAULT_CONSISTENCY,
     workers: int | None = None,
     destripe: bool = True,
+    guide: Volume | None = None,
+    guide_report: GuideReport | None = None,
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -294,6 +309,16 @@ def restore_volume(
     network's output, before the data consistency, the detail that repeats once per slab
     (:func:`~transmrsr.stripes.slab_pattern`): the "venetian blind" stripes a network adapted
     to the scan can leave, which no real anatomy has (docs/restore.md).
+
+    ``guide``: another contrast of the same head, finer than the input (the session's
+    isotropic T1, say), for a model that takes one (``guide_channels``). It is registered
+    rigidly onto the input and checked (:func:`~transmrsr.registration.check_guide`: a
+    :class:`~transmrsr.errors.GuideError` for a failed registration, a partial guide or
+    another head), normalised with its own robust range, then resampled onto the scan's grid
+    (slab-averaged, for the adaptation's pairs) and onto the output grid (the second channel
+    of every plane the network restores). Outside its field of view it reads zero.
+    ``guide_report``: the guide's registration and checks when they were made already
+    (:func:`~transmrsr.registration.check_guide` of ``guide`` onto ``volume``).
     """
     if consistency_method not in CONSISTENCY_METHODS:
         raise TransMRSRError(
@@ -315,6 +340,20 @@ def restore_volume(
         volume = volume.with_data(*resample_in_plane(volume.data, volume.affine, thick, resolution))
     model = model.for_factor(k)
     warn_if_untrained_factor(model, k)
+    takes_guide = guide_channels(model.network)
+    if guide is not None and not takes_guide:
+        raise TransMRSRError(
+            f"model {Path(model.source).stem} takes no guide: restore with a guided model "
+            "(--model t1_guided) or without --guide"
+        )
+    if guide is None and takes_guide:
+        raise TransMRSRError(
+            f"model {Path(model.source).stem} is a guided model: give the guide (--guide)"
+        )
+    report = None
+    if guide is not None:
+        report = guide_report if guide_report is not None else check_guide(guide, volume)
+        guide_scaler = IntensityScaler.fit(guide.data)
     if scaler is None:
         scaler = IntensityScaler.fit(volume.data)
     device = torch.device(device)
@@ -351,6 +390,7 @@ def restore_volume(
             progress=progress,
             thickness=None if slice_thickness is None else ratio,
             workers=workers,
+            guide=None if report is None else _guide_on(guide, report, guide_scaler, volume),
         )
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     head = head_mask(data)
@@ -358,6 +398,10 @@ def restore_volume(
     axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
     normalised = scaler(data)
     del data  # arrays of the output's size are dropped as soon as they are used up
+    guide_planes = None
+    if report is not None:
+        on_output = resample_guide(guide, report.registration, normalised.shape, affine)
+        guide_planes = _guide_values(on_output, guide_scaler)
     restored = restore_along_planes(
         network,
         normalised,
@@ -368,8 +412,9 @@ def restore_volume(
         bf16=bf16,
         progress=progress,
         workers=workers,
+        guide=guide_planes,
     )
-    del normalised
+    del normalised, guide_planes
     out = scaler.inverse(restored)
     del restored
     if destripe and k >= MIN_PERIOD and head.any():
@@ -402,7 +447,28 @@ def restore_volume(
         stripes,
         cubic_stripes,
         0 if adapt is None else adapt.steps,
+        report,
     )
+
+
+def guide_channels(network: nn.Module) -> int:
+    """How many guide planes ``network`` takes after the plane it restores (0: unguided)."""
+    return int(getattr(getattr(network, "config", None), "guide_channels", 0))
+
+
+def _guide_values(guide: ResampledGuide, scaler: IntensityScaler) -> np.ndarray:
+    """A resampled guide in the network's range, zero outside its field of view."""
+    values = scaler(guide.volume.data).astype(np.float32, copy=False)
+    values[~guide.covered] = 0.0
+    return values
+
+
+def _guide_on(
+    guide: Volume, report: GuideReport, scaler: IntensityScaler, scan: Volume
+) -> np.ndarray:
+    """The guide on the scan's own grid, each slice averaged over the slab the scan's slice
+    covers: the adaptation's pairs pair the scan's in-plane images with it."""
+    return _guide_values(guide_on_target(guide, report.registration, scan), scaler)
 
 
 def _stripes(data: np.ndarray, thick: int, k: float, mask: np.ndarray) -> float | None:

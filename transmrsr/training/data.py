@@ -252,6 +252,10 @@ class PairDataset(Dataset):
     plane is centre-padded or randomly cropped to ``patch_size`` and arranged with the thick
     axis as rows; the LR input is the plane degraded along its rows and interpolated back.
     Items are ``(lr, hr, factor)`` with tensors of shape [1, patch, patch].
+
+    ``guides``: for a guided network, another contrast of each volume's head on its grid;
+    each item's input then holds the guide's same plane as a second channel, ``lr`` is
+    ``[2, patch, patch]`` (:func:`~transmrsr.pairs.make_pair`).
     """
 
     def __init__(
@@ -261,12 +265,21 @@ class PairDataset(Dataset):
         config: PairConfig,
         *,
         seed: int = 0,
+        guides: Sequence[np.ndarray] | None = None,
     ) -> None:
         if not volumes:
             raise TransMRSRError("no volumes to make training pairs from")
+        if guides is not None and (
+            len(guides) != len(volumes)
+            or any(g.shape != v.shape for g, v in zip(guides, volumes, strict=True))
+        ):
+            raise TransMRSRError("every training volume needs a guide of its own shape")
         self.config = config
         self.seed = seed
         self.epoch = 0
+        self.guides = (
+            None if guides is None else [np.ascontiguousarray(g, np.float32) for g in guides]
+        )
         self.volumes: list[np.ndarray] = []
         self.planes: list[_Plane] = []
         for v, (data, affine) in enumerate(zip(volumes, affines, strict=True)):
@@ -300,14 +313,19 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.planes)
 
-    def plane(self, i: int) -> np.ndarray:
+    def plane(self, i: int, *, guide: bool = False) -> np.ndarray:
+        """Item ``i``'s HR plane (or its guide's), the thick axis as rows."""
         p = self.planes[i]
-        plane = np.take(self.volumes[p.volume], p.index, axis=p.slice_axis)
+        source = self.guides if guide else self.volumes
+        if source is None:
+            raise TransMRSRError("this dataset has no guides")
+        plane = np.take(source[p.volume], p.index, axis=p.slice_axis)
         # The plane's axes keep the volume's order; rows must be the thick axis.
         return plane if p.thick_axis < 3 - p.thick_axis - p.slice_axis else plane.T
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        return make_pair(self.plane(i), self.config, (self.seed, self.epoch, i))
+        guide = None if self.guides is None else self.plane(i, guide=True)
+        return make_pair(self.plane(i), self.config, (self.seed, self.epoch, i), guide)
 
 
 def load_normalised(records: Sequence[VolumeRecord]) -> tuple[list[np.ndarray], list[np.ndarray]]:

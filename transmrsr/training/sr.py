@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from transmrsr.evaluation.metrics import paper_protocol
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.models.registry import build_model, config_to_dict
 from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinConfig
-from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR
+from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR, with_guide
 from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 from transmrsr.training.checkpoint import (
     load_prior,
@@ -78,13 +78,19 @@ class ValidationSet:
         extra: Sequence[tuple[str, np.ndarray, np.ndarray]] = (),
     ) -> ValidationSet:
         """The run's validation subjects, then ``extra`` ``(name, normalised volume, affine)``
-        (synthetic heads with skull), each degraded once per validation factor."""
-        volumes, affines = load_normalised(data.val)
+        (synthetic heads with skull), each degraded once per validation factor.
+
+        A guided run (``guide_channels``) is validated on guided synthetic heads alone (each
+        ``[2, ...]``: the head, then its guide), whose guide travels with every item: the real
+        subjects have no second contrast."""
+        subjects = [] if guide_channels_of(config) else list(data.val)
+        volumes, affines = load_normalised(subjects)
         named = [
-            ("subjects", r.name, v, a) for r, v, a in zip(data.val, volumes, affines, strict=True)
+            ("subjects", r.name, v, a) for r, v, a in zip(subjects, volumes, affines, strict=True)
         ]
         items = []
-        for group, name, hr, affine in [*named, *(("heads", *e) for e in extra)]:
+        for group, name, volume, affine in [*named, *(("heads", *e) for e in extra)]:
+            hr, guide = (volume, None) if volume.ndim == 3 else (volume[0], volume[1])
             thick = thick_array_axis(affine, config.pairs.thick_axis)
             slice_axis = default_slice_axis(affine, thick)
             signal = (np.moveaxis(hr, slice_axis, 0) > SIGNAL_LEVEL).mean(axis=(1, 2))
@@ -111,6 +117,7 @@ class ValidationSet:
                         "planes": planes,
                         "range": rng,
                         "cubic_psnr": base,
+                        "guide": guide,
                     }
                 )
         return cls(items)
@@ -129,6 +136,7 @@ class ValidationSet:
                 batch_size=batch_size,
                 device=ctx.device,
                 bf16=ctx.use_bf16,
+                guide=item["guide"],
             )
             m = paper_protocol(pred, item["ref"], slice_axis=0, ref_range=item["range"])
             psnrs.append(m.psnr)
@@ -145,6 +153,29 @@ class ValidationSet:
                 of = [g for g, name in zip(gains, groups, strict=True) if name == group]
                 scores[f"gain_db_{group}"] = float(np.mean(of))
         return scores
+
+
+def guide_channels_of(config: SRTrainConfig) -> int:
+    """Guide planes the run's network takes (0: an unguided run)."""
+    return int(getattr(config.model, "guide_channels", 0))
+
+
+def check_guided(config: SRTrainConfig) -> None:
+    """A guided run trains on guided synthetic heads alone (two contrasts of one anatomy) and
+    is validated on guided heads: refuse a config that cannot give it those."""
+    if not guide_channels_of(config):
+        return
+    synthetic = config.synthetic
+    if synthetic is None or synthetic.guide is None:
+        raise TransMRSRError(
+            "a guided network (guide_channels) trains on synthetic heads with a guide: give "
+            "--synthetic-labels and --guide-contrast"
+        )
+    if synthetic.ratio != 1.0 or synthetic.val_heads < 1:
+        raise TransMRSRError(
+            "a guided run takes every sample from guided synthetic heads (synthetic ratio 1) "
+            "and is validated on them (at least one synthetic validation head)"
+        )
 
 
 def build_network(
@@ -199,6 +230,9 @@ def init_network(
     from transmrsr.inference.restore import load_model
 
     loaded = load_model(init, specialists=False)
+    if guide_channels_of(config) and not getattr(loaded.network.config, "guide_channels", 1):
+        # An unguided model starts a guided run with a guide channel of zero weight.
+        loaded = replace(loaded, network=with_guide(loaded.network, guide_channels_of(config)))
     if loaded.network.config != config.model:  # also differs for another architecture
         raise TransMRSRError(
             f"{init}: its network differs from the run config's {config.arch} model "
@@ -313,7 +347,9 @@ def train_sr(
     if resume_from is not None:
         state, config = load_resume_state(resume_from, config)
         prior_path = Path(state["prior"]) if state.get("prior") else None
-    if not data.val:
+    check_guided(config)
+    guided = guide_channels_of(config) > 0
+    if not data.val and not guided:
         raise TransMRSRError("stage 2 needs at least one validation subject (see --val)")
     torch.manual_seed(config.seed)
     if state is None and init is not None:
@@ -355,12 +391,22 @@ def train_sr(
 
     if ctx.is_main and state is None:
         save_run_files(out, config, data)
-    volumes, affines = load_normalised(data.train)
-    dataset = PairDataset(volumes, affines, config.pairs, seed=config.seed)
+    volumes, affines = ([], []) if guided else load_normalised(data.train)
     if config.synthetic is not None:
         heads, head_affines = training_heads(config.synthetic, config.seed, out, ctx)
-        synthetic = PairDataset(heads, head_affines, config.pairs, seed=config.seed)
-        dataset = MixedDataset(dataset, synthetic, config.synthetic.ratio, config.seed)
+        synthetic = PairDataset(
+            [h[0] for h in heads] if guided else heads,
+            head_affines,
+            config.pairs,
+            seed=config.seed,
+            guides=[h[1] for h in heads] if guided else None,
+        )
+    if guided:
+        dataset = synthetic
+    else:
+        dataset = PairDataset(volumes, affines, config.pairs, seed=config.seed)
+        if config.synthetic is not None:
+            dataset = MixedDataset(dataset, synthetic, config.synthetic.ratio, config.seed)
     sampler = ShardedBatchSampler(
         len(dataset),
         config.batch_size,

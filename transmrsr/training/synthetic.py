@@ -41,6 +41,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -452,6 +453,51 @@ def synthesize_head(
     return image.astype(np.float32), moved
 
 
+def misalign(
+    image: np.ndarray, rng: np.random.Generator, *, shift_voxels: float, rotate_degrees: float
+) -> np.ndarray:
+    """``image`` moved rigidly about its centre by a random rotation (each angle uniform in
+    ``[-rotate_degrees, rotate_degrees]``) and shift (each uniform in ``[-shift_voxels,
+    shift_voxels]``), trilinear: the residual misregistration of two series of one session."""
+    config = HeadConfig(rotate_degrees=rotate_degrees, scale_range=(1.0, 1.0), shear=0.0)
+    rotation = _random_affine(config, rng)
+    shift = rng.uniform(-1.0, 1.0, 3) * shift_voxels
+    centre = (np.asarray(image.shape, np.float64) - 1.0) / 2.0
+    inverse = rotation.T
+    offset = centre - inverse @ (centre + shift)
+    moved = ndimage.affine_transform(image, inverse, offset=offset, order=1, mode="nearest")
+    return moved.astype(np.float32)
+
+
+def synthesize_guided_head(
+    labels: np.ndarray,
+    tables: LabelTables,
+    config: HeadConfig,
+    guide: HeadConfig,
+    seed: int | Sequence[int],
+    *,
+    shift_voxels: float = 1.0,
+    rotate_degrees: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two contrasts of one synthetic head: ``(image, guide)``, both of the label map's shape.
+
+    The anatomy is deformed once (``config``'s ranges); each contrast then draws its own
+    intensities, blur, bias field, gamma and noise (``config`` and ``guide``), and the guide
+    is moved by a small random rigid motion (:func:`misalign`), so that a guided network learns
+    from a guide as a registration leaves it: another contrast, its own artefacts, not quite
+    aligned.
+    """
+    labels = check_label_map(labels)
+    check_labels(labels, tables)
+    key = (seed,) if isinstance(seed, int | np.integer) else tuple(seed)
+    moved = deform_labels(labels, config, np.random.default_rng((*key, 0)))
+    image, _ = synthesize_head(moved, tables, config, (*key, 1), deform=False)
+    other, _ = synthesize_head(moved, tables, guide, (*key, 2), deform=False)
+    rng = np.random.default_rng((*key, 3))
+    other = misalign(other, rng, shift_voxels=shift_voxels, rotate_degrees=rotate_degrees)
+    return image, other
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """A label map file and the subject it belongs to (its file stem)."""
@@ -495,30 +541,49 @@ def generate_pool(
     seed: int,
     *,
     cache: Path | None = None,
+    guide: HeadConfig | None = None,
+    misalignment: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``count`` synthetic heads (images and affines), cycling over ``maps``.
 
     Head ``i`` is made from map ``i % len(maps)`` with seed ``(seed, i)``, so the pool is a
     pure function of its arguments. With ``cache`` (a folder), heads already made there are
     read back instead of made again (a resumed run starts at once); a head is written
-    atomically, so a killed run leaves no half-written file.
+    atomically, so a killed run leaves no half-written file. With ``guide``, each image is a
+    ``[2, ...]`` stack: the head and its guide (:func:`synthesize_guided_head`, moved by up to
+    ``misalignment`` = (voxels, degrees)).
     """
     if count < 1:
         raise TransMRSRError("the synthetic pool needs at least one head")
     images: dict[int, np.ndarray] = {}
     affines: dict[int, np.ndarray] = {}
+    kind = config.contrast if guide is None else f"{config.contrast}-guide-{guide.contrast}"
     for m, entry in enumerate(maps):
         heads = range(m, count, len(maps))
         if not heads:
             break
         labels, affine = crop_to_head(*load_label_map(entry.path))
         for i in heads:
-            name = f"head-{i:04d}-{entry.subject}-{config.contrast}.npy"
+            name = f"head-{i:04d}-{entry.subject}-{kind}.npy"
             target = cache / name if cache is not None else None
             if target is not None and target.is_file():
                 image = np.load(target)
             else:
-                image, _ = synthesize_head(labels, tables, config, (seed, i))
+                if guide is None:
+                    image, _ = synthesize_head(labels, tables, config, (seed, i))
+                else:
+                    shift, angle = misalignment
+                    image = np.stack(
+                        synthesize_guided_head(
+                            labels,
+                            tables,
+                            config,
+                            guide,
+                            (seed, i),
+                            shift_voxels=shift,
+                            rotate_degrees=angle,
+                        )
+                    )
                 if target is not None:
                     image = image.astype(np.float16)
                     cache.mkdir(parents=True, exist_ok=True)
@@ -530,6 +595,14 @@ def generate_pool(
             affines[i] = affine
             log.info("synthetic head %d/%d from %s", i + 1, count, entry.subject)
     return [images[i] for i in range(count)], [affines[i] for i in range(count)]
+
+
+def normalise_head(image: np.ndarray) -> np.ndarray:
+    """A pool's head in the network's range; a guided head's two contrasts each by its own
+    robust range, as restoration normalises a scan and its guide."""
+    if image.ndim == 4:
+        return np.stack([IntensityScaler.fit(c)(c) for c in image])
+    return IntensityScaler.fit(image)(image)
 
 
 @dataclass(frozen=True)
@@ -547,6 +620,10 @@ class SyntheticConfig:
             alone can lose on routine heads with skull, scalp and neck while the validation
             score rises (measured, docs/experiments.md). Each head weighs as one subject.
         head: how each head is made (contrast, deformation, artefacts).
+        guide: for a guided network, how each head's guide is made (its contrast and
+            artefacts; the anatomy is the head's): heads are then pairs of two contrasts.
+        guide_shift_voxels, guide_rotate_degrees: the guide's largest residual
+            misregistration (each shift and angle drawn uniformly up to it).
     """
 
     labels: str
@@ -555,14 +632,21 @@ class SyntheticConfig:
     val_maps: int = 2
     val_heads: int = 0
     head: HeadConfig = field(default_factory=HeadConfig)
+    guide: HeadConfig | None = None
+    guide_shift_voxels: float = 1.0
+    guide_rotate_degrees: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.head, dict):
-            head = dict(self.head)
-            for name in ("scale_range", "mean_range", "std_range", "blur_range", "noise_range"):
-                if name in head:
-                    head[name] = tuple(head[name])
-            object.__setattr__(self, "head", HeadConfig(**head))
+        for part in ("head", "guide"):
+            value = getattr(self, part)
+            if isinstance(value, dict):
+                value = dict(value)
+                for name in ("scale_range", "mean_range", "std_range", "blur_range", "noise_range"):
+                    if name in value:
+                        value[name] = tuple(value[name])
+                object.__setattr__(self, part, HeadConfig(**value))
+        if self.guide_shift_voxels < 0 or self.guide_rotate_degrees < 0:
+            raise TransMRSRError("the guide's misregistration must be 0 or more")
         object.__setattr__(self, "ratio", float(self.ratio))
         if not 0.0 < self.ratio <= 1.0:
             raise TransMRSRError(f"synthetic ratio must be in (0, 1], got {self.ratio}")
@@ -572,6 +656,14 @@ class SyntheticConfig:
             raise TransMRSRError("synthetic validation heads need kept-out anatomies (val_maps)")
 
 
+def _guide_options(config: SyntheticConfig) -> dict[str, Any]:
+    """:func:`generate_pool`'s guide options for a run's synthetic config."""
+    return {
+        "guide": config.guide,
+        "misalignment": (config.guide_shift_voxels, config.guide_rotate_degrees),
+    }
+
+
 def build_pool(
     config: SyntheticConfig, seed: int, *, cache: Path | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[str]]]:
@@ -579,7 +671,9 @@ def build_pool(
     tables = LabelTables.load(config.labels)
     maps = discover_label_maps(config.labels)
     train, val = split_label_maps(maps, config.val_maps, seed)
-    images, affines = generate_pool(train, tables, config.head, config.count, seed, cache=cache)
+    images, affines = generate_pool(
+        train, tables, config.head, config.count, seed, cache=cache, **_guide_options(config)
+    )
     split = {"train": [m.subject for m in train], "val": [m.subject for m in val]}
     return images, affines, split
 
@@ -602,11 +696,17 @@ def validation_heads(
     tables = LabelTables.load(config.labels)
     _, val = split_label_maps(discover_label_maps(config.labels), config.val_maps, seed)
     images, affines = generate_pool(
-        val, tables, config.head, config.val_heads, seed + VALIDATION_SEED_OFFSET, cache=cache
+        val,
+        tables,
+        config.head,
+        config.val_heads,
+        seed + VALIDATION_SEED_OFFSET,
+        cache=cache,
+        **_guide_options(config),
     )
     names = [f"synthetic {val[i % len(val)].subject} #{i}" for i in range(config.val_heads)]
     return [
-        (name, IntensityScaler.fit(image)(image), affine)
+        (name, normalise_head(image), affine)
         for name, image, affine in zip(names, images, affines, strict=True)
     ]
 
@@ -669,4 +769,4 @@ def training_heads(
         config.head.contrast,
         100 * config.ratio,
     )
-    return [IntensityScaler.fit(image)(image) for image in images], affines
+    return [normalise_head(image) for image in images], affines
