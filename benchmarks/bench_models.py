@@ -96,7 +96,8 @@ def measure(arch: str, preset: str, args: argparse.Namespace) -> Row:
     repeats = args.paper_repeats if paper else args.repeats
     warmup = args.paper_warmup if paper else args.warmup
     config = registry.get_config(arch, preset)
-    shape = (1, 1, args.size, args.size)
+    channels = 1 + int(getattr(config, "guide_channels", 0))  # the plane and its guide(s)
+    shape = (1, channels, args.size, args.size)
     flops = profiling.count_flops_of(
         lambda: registry.build_model(arch, config), shape, backward=args.backward
     )
@@ -109,7 +110,7 @@ def measure(arch: str, preset: str, args: argparse.Namespace) -> Row:
         log.info("timing %s %s: batch %d, %d repeats", arch, preset, batch, repeats)
         ms = profiling.time_forward(
             model,
-            (batch, 1, args.size, args.size),
+            (batch, channels, args.size, args.size),
             threads=args.threads,
             repeats=repeats,
             warmup=warmup,

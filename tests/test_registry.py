@@ -10,7 +10,7 @@ import torch
 from transmrsr.errors import TransMRSRError
 from transmrsr.models import profiling, registry
 
-ARCHS = ("transmrsr", "edsr", "swinir", "restormer")
+ARCHS = ("transmrsr", "edsr", "swinir", "restormer", "minet")
 PRESETS = ("paper", "compact", "tiny")
 
 
@@ -49,9 +49,10 @@ def test_tiny_models_map_a_slice_to_a_slice(arch):
     torch.manual_seed(0)
     model = registry.build_model(arch, "tiny").eval()
     profiling.fill_missing_centroids(model)
-    x = torch.randn(2, 1, 32, 32)
+    guides = int(getattr(model.config, "guide_channels", 0))  # MINet: the plane and its guide
+    x = torch.randn(2, 1 + guides, 32, 32)
     with torch.no_grad():
-        assert model(x).shape == x.shape
+        assert model(x).shape == (2, 1, 32, 32)
 
 
 def test_overrides_replace_fields():

@@ -90,7 +90,8 @@ def summarise(
     config = registry.get_config(arch, preset)
     model = registry.build_model(arch, config)
     profiling.fill_missing_centroids(model)
-    shape = (1, 1, size, size)
+    channels = 1 + int(getattr(config, "guide_channels", 0))  # the plane and its guide(s)
+    shape = (1, channels, size, size)
     flops = profiling.count_flops_of(lambda: registry.build_model(arch, config), shape)
     used_threads = threads if threads is not None else torch.get_num_threads()
     summary: dict[str, Any] = {
@@ -108,7 +109,11 @@ def summarise(
     if repeats:
         log.info("timing %s (%s), batch %d, %d threads", arch, preset, batch_size, used_threads)
         ms = profiling.time_forward(
-            model, (batch_size, 1, size, size), threads=used_threads, repeats=repeats, warmup=1
+            model,
+            (batch_size, channels, size, size),
+            threads=used_threads,
+            repeats=repeats,
+            warmup=1,
         )
         summary["ms_per_slice"] = ms
         summary["achieved_gflops_per_s"] = flops / 1e9 / (ms / 1000.0)

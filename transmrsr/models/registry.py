@@ -32,13 +32,16 @@ class ArchitectureEntry:
     config: str
 
 
-#: Super-resolution networks by name, all ``[B, 1, H, W] -> [B, 1, H, W]``. The StyleSwin
-#: generator and discriminator of the prior are not SR networks and are not listed.
+#: Super-resolution networks by name, all ``[B, 1, H, W] -> [B, 1, H, W]`` but MINet, which
+#: takes ``[B, 2, H, W]`` (the plane and its guide, ``config.guide_channels`` = 1) and returns
+#: ``[B, 1, H, W]``. The StyleSwin generator and discriminator of the prior are not SR networks
+#: and are not listed.
 ARCHITECTURES: dict[str, ArchitectureEntry] = {
     "transmrsr": ArchitectureEntry("transmrsr.models.transmrsr", "TransMRSR", "TransMRSRConfig"),
     "edsr": ArchitectureEntry("transmrsr.models.edsr", "EDSR", "EDSRConfig"),
     "swinir": ArchitectureEntry("transmrsr.models.swinir", "SwinIR", "SwinIRConfig"),
     "restormer": ArchitectureEntry("transmrsr.models.restormer", "Restormer", "RestormerConfig"),
+    "minet": ArchitectureEntry("transmrsr.models.minet", "MINet", "MINetConfig"),
 }
 
 DEFAULT_PRESET = "compact"
