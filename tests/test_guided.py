@@ -230,14 +230,16 @@ def _tiny_config(folder):
     return path
 
 
-def test_a_guided_network_trains_on_guided_heads_and_restores_with_a_guide(tmp_path):
+@pytest.mark.parametrize("arch", ["transmrsr", "minet"])
+def test_a_guided_network_trains_on_guided_heads(tmp_path, arch):
     data = write_subjects(tmp_path / "data", 2)
     labels = write_label_maps(write_tables(tmp_path / "labels"), 3)
+    network = ["--arch", "minet", "--config", "tiny"] if arch == "minet" else []
+    network = network or ["--config", str(_tiny_config(tmp_path))]
     args = [
         "train",
         str(data),
-        "--config",
-        str(_tiny_config(tmp_path)),
+        *network,
         "--out",
         str(tmp_path / "run"),
         "--synthetic",
@@ -262,7 +264,7 @@ def test_a_guided_network_trains_on_guided_heads_and_restores_with_a_guide(tmp_p
     heads = sorted((tmp_path / "run" / "synthetic").glob("*.npy"))
     assert len(heads) == 2 and np.load(heads[0]).shape[0] == 2  # head and guide stacked
     model = load_model(tmp_path / "run" / "model_last.safetensors")
-    assert guide_channels(model.network) == 1
+    assert guide_channels(model.network) == 1 and saved.arch == arch
 
 
 @pytest.mark.parametrize(
@@ -271,7 +273,7 @@ def test_a_guided_network_trains_on_guided_heads_and_restores_with_a_guide(tmp_p
         ([], "needs synthetic heads"),
         (["--synthetic", "{labels}"], "synthetic ratio 1"),
         (["--synthetic", "{labels}", "--synthetic-ratio", "1"], "synthetic validation head"),
-        (["--synthetic", "{labels}", "--arch", "edsr"], "not a baseline"),
+        (["--synthetic", "{labels}", "--arch", "edsr"], "not edsr"),
     ],
 )
 def test_guided_training_options_fail_in_one_line(tmp_path, capsys, extra, message):

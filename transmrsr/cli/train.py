@@ -165,10 +165,17 @@ def run(args: argparse.Namespace) -> int:
 def guided_config(config: SRTrainConfig, contrast: str) -> SRTrainConfig:
     """``config`` for a guided TransMRSR: one guide channel, guides of ``contrast`` made for
     every synthetic head."""
-    if config.arch != "transmrsr":
-        raise TransMRSRError("--guide-contrast trains a guided TransMRSR, not a baseline")
+    if config.arch not in GUIDED_ARCHITECTURES:
+        raise TransMRSRError(
+            f"--guide-contrast trains a guided network ({', '.join(GUIDED_ARCHITECTURES)}), "
+            f"not {config.arch}"
+        )
     if config.synthetic is None:
         raise TransMRSRError("--guide-contrast needs synthetic heads (--synthetic DIR)")
     synthetic = dataclasses.replace(config.synthetic, guide=HeadConfig(contrast=contrast))
     model = dataclasses.replace(config.model, guide_channels=1)
     return dataclasses.replace(config, model=model, synthetic=synthetic)
+
+
+#: Architectures that take a guide: TransMRSR with a guide channel, and MINet (always guided).
+GUIDED_ARCHITECTURES = ("transmrsr", "minet")

@@ -169,7 +169,7 @@ def check_guided(config: SRTrainConfig) -> None:
     if synthetic is None or synthetic.guide is None:
         raise TransMRSRError(
             "a guided network (guide_channels) trains on synthetic heads with a guide: give "
-            "--synthetic-labels and --guide-contrast"
+            "--synthetic DIR and --guide-contrast"
         )
     if synthetic.ratio != 1.0 or synthetic.val_heads < 1:
         raise TransMRSRError(
