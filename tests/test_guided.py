@@ -133,9 +133,12 @@ def test_a_guided_synthetic_head_is_one_anatomy_in_two_contrasts(tmp_path):
 # ----------------------------------------------------------------------------- the network
 
 
-def test_a_zero_weight_guide_restores_planes_as_the_unguided_network(tiny_model_file):
+@pytest.mark.parametrize("branch", [0, 8])
+def test_a_zero_weight_guide_restores_planes_as_the_unguided_network(tiny_model_file, branch):
     plain = load_model(tiny_model_file).network
-    guided = with_guide(plain)
+    guided = with_guide(plain, branch=branch)
+    assert (guided.guide_branch is not None) == bool(branch)
+    assert guided.shallow.conv.in_channels == (1 if branch else 2)
     volume = phantom((32, 36, 30)).astype(np.float32) / 100.0
     guide = np.random.default_rng(1).uniform(0, 1, volume.shape).astype(np.float32)
     alone = restore_along_planes(plain, volume, 2, batch_size=4)
@@ -388,4 +391,23 @@ def test_bids_guides_each_scan_with_its_sessions_isotropic_t1w(
         guided.data,
         rtol=0,
         atol=1e-4,
+    )
+
+
+def test_a_guide_branch_learns_alone_from_a_trained_model(tmp_path, tiny_model_file):
+    data = write_subjects(tmp_path / "data", 2)
+    labels = write_label_maps(write_tables(tmp_path / "labels"), 3)
+    args = ["train", str(data), "--config", "tiny", "--init", str(tiny_model_file)]
+    args += ["--out", str(tmp_path / "run"), "--synthetic", str(labels), "--synthetic-ratio", "1"]
+    args += ["--synthetic-count", "2", "--synthetic-val-heads", "1", "--guide-contrast", "t1"]
+    assert main([*args, "--guide-branch", "8", "--stop-after", "2", "--no-progress"]) == 0
+    trained = load_model(tmp_path / "run" / "model_last.safetensors").network
+    start = with_guide(load_model(tiny_model_file).network, branch=8)
+    moved = set()
+    for name, value in trained.state_dict().items():
+        if not torch.equal(value, start.state_dict()[name]):
+            moved.add(name.split(".")[0])
+    assert moved == {"guide_branch"}
+    assert (
+        main([*args, "--out", str(tmp_path / "r2"), "--arch", "edsr", "--guide-branch", "8"]) == 2
     )

@@ -95,6 +95,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "a guide of zero weight",
     )
     parser.add_argument(
+        "--guide-branch",
+        type=int_at_least(1),
+        metavar="WIDTH",
+        help="with --guide-contrast: the guide feeds a residual CNN branch of this width after "
+        "the transformer instead of its first convolution, and only the branch learns "
+        "(start from a trained model with --init)",
+    )
+    parser.add_argument(
         "--time-limit",
         type=positive_float,
         metavar="MINUTES",
@@ -129,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         synthetic=synthetic_of(args),
     )
+    if args.guide_branch is not None and args.guide_contrast is None:
+        raise TransMRSRError("--guide-branch needs --guide-contrast")
     if args.guide_contrast is not None:
-        config = guided_config(config, args.guide_contrast)
+        config = guided_config(config, args.guide_contrast, branch=args.guide_branch or 0)
     if args.prior is not None and not Path(args.prior).is_file():
         raise TransMRSRError(f"{args.prior}: no such prior file")
     ctx, out = start(args)
@@ -162,9 +172,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def guided_config(config: SRTrainConfig, contrast: str) -> SRTrainConfig:
-    """``config`` for a guided TransMRSR: one guide channel, guides of ``contrast`` made for
-    every synthetic head."""
+def guided_config(config: SRTrainConfig, contrast: str, branch: int = 0) -> SRTrainConfig:
+    """``config`` for a guided network: one guide channel, guides of ``contrast`` made for
+    every synthetic head; with ``branch`` a TransMRSR's guide branch of that width, which
+    alone learns."""
     if config.arch not in GUIDED_ARCHITECTURES:
         raise TransMRSRError(
             f"--guide-contrast trains a guided network ({', '.join(GUIDED_ARCHITECTURES)}), "
@@ -174,7 +185,13 @@ def guided_config(config: SRTrainConfig, contrast: str) -> SRTrainConfig:
         raise TransMRSRError("--guide-contrast needs synthetic heads (--synthetic DIR)")
     synthetic = dataclasses.replace(config.synthetic, guide=HeadConfig(contrast=contrast))
     model = dataclasses.replace(config.model, guide_channels=1)
-    return dataclasses.replace(config, model=model, synthetic=synthetic)
+    if branch:
+        if config.arch != "transmrsr":
+            raise TransMRSRError("--guide-branch is a TransMRSR's; MINet has its own branches")
+        model = dataclasses.replace(model, guide_branch=branch)
+    return dataclasses.replace(
+        config, model=model, synthetic=synthetic, train_only_guide=bool(branch)
+    )
 
 
 #: Architectures that take a guide: TransMRSR with a guide channel, and MINet (always guided).

@@ -62,8 +62,8 @@ NOISE_FREE_LEVEL = 0.012
 #: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
 ADAPT_SCOPES = ("decoder", "all")
 #: Parameters of the decoder side of a TransMRSR network: the generator, the channel-wise
-#: scale & shift from the encoder's features, and the reconstruction head.
-DECODER_PREFIXES = ("decoder.", "cwss.", "reconstruction.")
+#: scale & shift from the encoder's features, the reconstruction head and the guide branch.
+DECODER_PREFIXES = ("decoder.", "cwss.", "reconstruction.", "guide_branch.")
 #: Learnt attention biases, kept fixed by the ``decoder`` scope.
 POSITION_TABLE = "relative_position_bias.table"
 

@@ -82,6 +82,11 @@ class TransMRSRConfig:
             of another scan of the same head (guided restoration). They enter the first
             convolution only; :func:`with_guide` adds them to a trained model with zero
             weights, so that it starts out restoring exactly as without a guide.
+        guide_branch: width of a guide branch instead (0: none): the guide then stays out
+            of the encoder, and a residual CNN of ``guide_blocks`` blocks (:class:`GuideBranch`)
+            adds to the restored plane the detail it finds in the restored plane and the guide
+            together. Its last convolution starts at zero (:func:`with_guide`), and it can be
+            trained alone on a trained model, cheaply: the transformer runs forward only.
     """
 
     prior: StyleSwinConfig = field(default_factory=StyleSwinConfig)
@@ -98,6 +103,8 @@ class TransMRSRConfig:
     use_skip: bool = True
     tile_overlap: int = 64
     guide_channels: int = 0
+    guide_branch: int = 0
+    guide_blocks: int = 6
 
     def __post_init__(self) -> None:
         if isinstance(self.prior, Mapping):
@@ -128,6 +135,10 @@ class TransMRSRConfig:
             raise ValueError("mlp_ratio and head_dim must be positive")
         if self.guide_channels < 0:
             raise ValueError(f"guide_channels must be 0 or more, got {self.guide_channels}")
+        if self.guide_branch < 0 or self.guide_blocks < 1:
+            raise ValueError("guide_branch must be 0 or more and guide_blocks at least 1")
+        if self.guide_branch and not self.guide_channels:
+            raise ValueError("a guide branch needs a guide: guide_channels at least 1")
         if not 0 <= self.tile_overlap < self.img_size:
             raise ValueError(
                 f"tile_overlap must be in [0, {self.img_size}), got {self.tile_overlap}"
@@ -326,6 +337,29 @@ class Reconstruction(nn.Module):
         return self.conv_out(self.blocks(F.relu(self.conv_in(x))))
 
 
+class GuideBranch(nn.Module):
+    """Detail from the guide: a residual CNN on the restored plane and the guide's planes.
+
+    The restored plane already holds what the thick slices say; the guide (another contrast
+    of the same head, registered) holds edges the slabs blurred. From both together the branch
+    predicts what to add where the anatomy's edges fall, so that no contrast is copied: what
+    the guide lacks (a lesion of one contrast only) gives it no edge to add. Its last
+    convolution starts at zero, so a new branch leaves the restore as it was.
+    """
+
+    def __init__(self, guide_channels: int, width: int, blocks: int) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(1 + guide_channels, width, 3, padding=1)
+        self.body = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
+        self.tail = nn.Conv2d(width, 1, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, restored: Tensor, guide: Tensor) -> Tensor:
+        x = torch.cat([restored, guide], dim=1)
+        return restored + self.tail(self.body(F.relu(self.head(x))))
+
+
 class TransMRSR(nn.Module):
     """The TransMRSR network: interpolated LR slice ``[B, 1, H, W]`` -> HR slice, same shape.
 
@@ -342,7 +376,14 @@ class TransMRSR(nn.Module):
         self.config = config
         prior = config.prior
         ch = config.encoder_channels
-        self.shallow = ShallowFeatures(ch[0], 1 + config.guide_channels)
+        # With a guide branch the guide stays out of the encoder.
+        encoder_guides = 0 if config.guide_branch else config.guide_channels
+        self.shallow = ShallowFeatures(ch[0], 1 + encoder_guides)
+        self.guide_branch = (
+            GuideBranch(config.guide_channels, config.guide_branch, config.guide_blocks)
+            if config.guide_branch
+            else None
+        )
         self.encoder = SwinEncoder(config)
         self.latent_head = LatentHead(ch[-1], prior.n_latent, prior.style_dim)
         self.sdt = (
@@ -426,7 +467,7 @@ class TransMRSR(nn.Module):
         return self.sdt(w) if self.sdt is not None else w
 
     def _forward_fixed(self, x: Tensor) -> Tensor:
-        f0 = self.shallow(x)
+        f0 = self.shallow(x if self.guide_branch is None else x[:, :1])
         feats = self.encoder(f0)
         ws = self.latents(feats)
         hook = None
@@ -442,7 +483,8 @@ class TransMRSR(nn.Module):
         fused = self.decoder(ws, stage_hook=hook)
         if self.config.use_skip:
             fused = fused + f0
-        return x[:, :1] + self.reconstruction(fused)
+        out = x[:, :1] + self.reconstruction(fused)
+        return out if self.guide_branch is None else self.guide_branch(out, x[:, 1:])
 
     def forward(self, x: Tensor) -> Tensor:
         channels = 1 + self.config.guide_channels
@@ -473,6 +515,7 @@ class TransMRSR(nn.Module):
             "decoder": self.decoder,
             "cwss": self.cwss,
             "reconstruction": self.reconstruction,
+            "guide_branch": self.guide_branch,
         }
         counts = {
             name: sum(p.numel() for p in m.parameters()) if m is not None else 0
@@ -482,20 +525,26 @@ class TransMRSR(nn.Module):
         return counts
 
 
-def with_guide(model: TransMRSR, guide_channels: int = 1) -> TransMRSR:
+def with_guide(model: TransMRSR, guide_channels: int = 1, branch: int = 0) -> TransMRSR:
     """A copy of ``model`` that takes ``guide_channels`` guide planes after its input plane.
 
-    Every weight is the model's; the first convolution's weights for the new channels are
-    zero, so the copy restores exactly as ``model`` whatever the guide holds, and training
-    (or the adaptation to a scan) starts from there and learns how much to take from the guide.
+    Every weight is the model's. Without ``branch`` the guide enters the first convolution,
+    whose weights for the new channels are zero; with ``branch`` (a width) it feeds a new
+    :class:`GuideBranch` whose last convolution is zero. Either way the copy restores exactly
+    as ``model`` whatever the guide holds, and training (or the adaptation to a scan) starts
+    from there and learns how much to take from the guide.
     """
     if model.config.guide_channels:
         raise TransMRSRError("the model already takes a guide")
-    config = replace(model.config, guide_channels=guide_channels)
+    config = replace(model.config, guide_channels=guide_channels, guide_branch=branch)
     guided = TransMRSR(config).to(next(model.parameters()).device)
     state = dict(model.state_dict())
-    weight = state["shallow.conv.weight"]
-    extra = weight.new_zeros(weight.shape[0], guide_channels, *weight.shape[2:])
-    state["shallow.conv.weight"] = torch.cat([weight, extra], dim=1)
+    if branch:
+        own = guided.state_dict()
+        state.update({k: v for k, v in own.items() if k.startswith("guide_branch.")})
+    else:
+        weight = state["shallow.conv.weight"]
+        extra = weight.new_zeros(weight.shape[0], guide_channels, *weight.shape[2:])
+        state["shallow.conv.weight"] = torch.cat([weight, extra], dim=1)
     guided.load_state_dict(state, strict=True)
     return guided

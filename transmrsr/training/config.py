@@ -95,6 +95,9 @@ class SRTrainConfig:
         perceptual: ``"vgg19"`` (needs ``vgg_weights``) or ``"discriminator"`` (stage-1
             discriminator stored in the prior file); content/style weights 0 = L1 only.
         freeze_decoder: keep the prior's decoder weights fixed (default: fine-tune).
+        train_only_guide: a guided TransMRSR with a guide branch learns in its branch alone,
+            the rest as it was initialised (``--init``): the transformer then runs forward
+            only, and the unguided restore it starts from stays what it was.
         val_factors: factors the validation volumes are degraded with (PSNR averaged).
         val_max_planes: validation planes per volume (evenly spaced); ``None`` = all.
         checkpoint_every, log_every: in steps; a checkpoint is also written every epoch.
@@ -116,6 +119,7 @@ class SRTrainConfig:
     style_weight: float = 0.5
     vgg_weights: str | None = None
     freeze_decoder: bool = False
+    train_only_guide: bool = False
     val_factors: tuple[float, ...] = (4.0,)
     val_max_planes: int | None = None
     checkpoint_every: int = 500

@@ -232,7 +232,9 @@ def init_network(
     loaded = load_model(init, specialists=False)
     if guide_channels_of(config) and not getattr(loaded.network.config, "guide_channels", 1):
         # An unguided model starts a guided run with a guide channel of zero weight.
-        loaded = replace(loaded, network=with_guide(loaded.network, guide_channels_of(config)))
+        branch = int(getattr(config.model, "guide_branch", 0))
+        guided = with_guide(loaded.network, guide_channels_of(config), branch=branch)
+        loaded = replace(loaded, network=guided)
     if loaded.network.config != config.model:  # also differs for another architecture
         raise TransMRSRError(
             f"{init}: its network differs from the run config's {config.arch} model "
@@ -366,6 +368,11 @@ def train_sr(
     if config.freeze_decoder and isinstance(model, TransMRSR):
         for p in model.decoder.parameters():
             p.requires_grad_(False)
+    if config.train_only_guide:
+        if not isinstance(model, TransMRSR) or model.guide_branch is None:
+            raise TransMRSRError("train_only_guide needs a TransMRSR with a guide branch")
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("guide_branch."))
     loss_fn = build_sr_loss(
         backbone=config.perceptual,
         vgg_weights=config.vgg_weights,
