@@ -166,9 +166,9 @@ def test_pairs_model_the_known_thickness_or_the_spacing_when_it_is_unknown(
 
     seen: list[PairConfig] = []
 
-    def recording(plane, config, key):
+    def recording(plane, config, key, *guide):
         seen.append(config)
-        return make_pair(plane, config, key)
+        return make_pair(plane, config, key, *guide)
 
     monkeypatch.setattr(adapt_module, "make_pair", recording)
     network = load_model(tiny_model_file).network

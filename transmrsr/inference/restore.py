@@ -106,6 +106,11 @@ class LoadedModel:
 
 def shipped_model_path(name: str) -> Path:
     """Path of a model shipped with the package."""
+    if name == GUIDED_MODEL and name not in SHIPPED_MODELS:
+        raise TransMRSRError(
+            f"no guided model ({GUIDED_MODEL}) is shipped yet: give --model a guided model file "
+            "(transmrsr train --guide-contrast, docs/training.md)"
+        )
     if name not in SHIPPED_MODELS:
         raise TransMRSRError(f"unknown model {name!r}; shipped models: {', '.join(SHIPPED_MODELS)}")
     path = Path(str(resources.files("transmrsr.weights") / SHIPPED_MODELS[name]))
