@@ -210,6 +210,11 @@ def available(case: Case) -> bool:
     return all(REFERENCES[n].path is None or (SHARED / REFERENCES[n].path).is_file() for n in names)
 
 
+def guided_model_shipped(tree: Path) -> bool:
+    """Whether ``tree`` ships a guided model (which ``restore --guide`` runs by default)."""
+    return any((tree / "transmrsr" / "weights").glob("*guided*.safetensors"))
+
+
 def moved_guide(ref: Reference, work: Path):
     """A guide reference with its header moved by :data:`GUIDE_MOTION` about its head's
     centre: the same voxels, somewhere else in the scanner."""
@@ -656,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
         "use its own --out",
     )
     parser.add_argument(
+        "--guide-model",
+        type=Path,
+        metavar="FILE",
+        help="a guided model file for the guided cases (default: the tree's shipped one; "
+        "without either they are left out)",
+    )
+    parser.add_argument(
         "--compare",
         nargs="+",
         type=Path,
@@ -684,12 +696,30 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in default_suite() if available(c)]
     if args.only:
         cases = [c for c in cases if any(part in c.id for part in args.only)]
+    guided_options = (
+        [] if args.guide_model is None else ["--model", str(args.guide_model.resolve())]
+    )
+    if args.guide_model is None and not guided_model_shipped(tree):
+        skipped = [c for c in cases if c.guide is not None]
+        if skipped:
+            log.info(
+                "%d guided cases left out: %s ships no guided model (--guide-model FILE "
+                "measures one)",
+                len(skipped),
+                tree,
+            )
+        cases = [c for c in cases if c.guide is None]
     if not cases:
         parser.error("no case to run (is ../shared/data there? does --only match?)")
     work = (args.work or args.out / "work").resolve()
     extra = shlex.split(args.restore_args)
     figures = (args.out / "figures").resolve() if args.figures else None
-    results = run_suite(cases, tree, work, args.jobs, args.keep, extra, figures=figures)
+    results = {}
+    for guided in (False, True):
+        group = [c for c in cases if (c.guide is not None) == guided]
+        if group:
+            options = [*extra, *guided_options] if guided else extra
+            results |= run_suite(group, tree, work, args.jobs, args.keep, options, figures=figures)
     commit = _git(tree, "rev-parse", "--short", "HEAD")
     dirty = _git(tree, "status", "--porcelain", "--untracked-files=no")
     payload = {

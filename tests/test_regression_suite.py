@@ -56,6 +56,15 @@ def test_the_suite_covers_every_contrast_factor_and_slice_model(reg):
     assert "stroke_t2_x4_gaussian_not-told_guide-stroke_t1" in ids
 
 
+def test_guided_cases_need_a_guided_model(reg, tmp_path):
+    weights = tmp_path / "transmrsr" / "weights"
+    weights.mkdir(parents=True)
+    (weights / "t1_x4_compact.safetensors").write_bytes(b"")
+    assert not reg.guided_model_shipped(tmp_path)
+    (weights / "t1_guided_compact.safetensors").write_bytes(b"")
+    assert reg.guided_model_shipped(tmp_path)
+
+
 def test_a_guided_case_moves_its_guide_in_the_scanner_not_its_voxels(reg, tmp_path):
     from transmrsr.registration import rotation_angle_deg
     from transmrsr.templates import mni152_t1
