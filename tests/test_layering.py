@@ -188,3 +188,23 @@ def test_inference_runs_without_training_evaluation_or_cli_code():
         or m == "transmrsr.api"
     ]
     assert not higher, f"importing inference loaded {higher}"
+
+
+def test_no_two_modules_import_each_other():
+    """A cycle is an upward import inside a layer: ``io`` reads DICOM folders through
+    ``dicom``, which builds its volume from ``volume``, never from ``io``."""
+    modules = all_modules()
+    graph = {
+        name: {
+            i.target
+            for i in imports_of(path.read_text(), name, path.name == "__init__.py", set(modules))
+        }
+        for name, path in modules.items()
+    }
+    pairs = sorted(
+        f"{a} <-> {b}"
+        for a, targets in graph.items()
+        for b in targets
+        if a < b and a in graph.get(b, ())
+    )
+    assert not pairs, "modules that import each other:\n" + "\n".join(pairs)

@@ -31,7 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from transmrsr.errors import TransMRSRError
-from transmrsr.io import Volume, volume_from_array
+from transmrsr.volume import Volume, volume_from_array
 
 log = logging.getLogger(__name__)
 
