@@ -525,18 +525,23 @@ class TransMRSR(nn.Module):
         return counts
 
 
-def with_guide(model: TransMRSR, guide_channels: int = 1, branch: int = 0) -> TransMRSR:
+def with_guide(
+    model: TransMRSR, guide_channels: int = 1, branch: int = 0, blocks: int | None = None
+) -> TransMRSR:
     """A copy of ``model`` that takes ``guide_channels`` guide planes after its input plane.
 
     Every weight is the model's. Without ``branch`` the guide enters the first convolution,
     whose weights for the new channels are zero; with ``branch`` (a width) it feeds a new
     :class:`GuideBranch` whose last convolution is zero. Either way the copy restores exactly
     as ``model`` whatever the guide holds, and training (or the adaptation to a scan) starts
-    from there and learns how much to take from the guide.
+    from there and learns how much to take from the guide. ``blocks``: the branch's residual
+    blocks (default: the config's ``guide_blocks``).
     """
     if model.config.guide_channels:
         raise TransMRSRError("the model already takes a guide")
     config = replace(model.config, guide_channels=guide_channels, guide_branch=branch)
+    if blocks is not None:
+        config = replace(config, guide_blocks=blocks)
     guided = TransMRSR(config).to(next(model.parameters()).device)
     state = dict(model.state_dict())
     if branch:

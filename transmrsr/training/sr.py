@@ -233,7 +233,8 @@ def init_network(
     if guide_channels_of(config) and not getattr(loaded.network.config, "guide_channels", 1):
         # An unguided model starts a guided run with a guide channel of zero weight.
         branch = int(getattr(config.model, "guide_branch", 0))
-        guided = with_guide(loaded.network, guide_channels_of(config), branch=branch)
+        blocks = int(getattr(config.model, "guide_blocks", 1))
+        guided = with_guide(loaded.network, guide_channels_of(config), branch=branch, blocks=blocks)
         loaded = replace(loaded, network=guided)
     if loaded.network.config != config.model:  # also differs for another architecture
         raise TransMRSRError(
