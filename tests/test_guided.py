@@ -139,6 +139,8 @@ def test_a_zero_weight_guide_restores_planes_as_the_unguided_network(tiny_model_
     guided = with_guide(plain, branch=branch)
     assert (guided.guide_branch is not None) == bool(branch)
     assert guided.shallow.conv.in_channels == (1 if branch else 2)
+    if branch:
+        assert len(with_guide(plain, branch=branch, blocks=2).guide_branch.body) == 2
     volume = phantom((32, 36, 30)).astype(np.float32) / 100.0
     guide = np.random.default_rng(1).uniform(0, 1, volume.shape).astype(np.float32)
     alone = restore_along_planes(plain, volume, 2, batch_size=4)
