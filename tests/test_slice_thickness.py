@@ -154,9 +154,9 @@ def test_adaptation_makes_its_pairs_as_thick_as_the_scans_slices(tiny_model_file
     seen = []
     original = adapt_module.make_pair
 
-    def spy(plane, config, key):
+    def spy(plane, config, key, *guide):
         seen.append(config.thickness_range)
-        return original(plane, config, key)
+        return original(plane, config, key, *guide)
 
     monkeypatch.setattr(adapt_module, "make_pair", spy)
     lr, _ = _gapped_scan(0.75)
