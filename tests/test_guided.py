@@ -413,3 +413,14 @@ def test_a_guide_branch_learns_alone_from_a_trained_model(tmp_path, tiny_model_f
     assert (
         main([*args, "--out", str(tmp_path / "r2"), "--arch", "edsr", "--guide-branch", "8"]) == 2
     )
+
+
+def test_a_guide_with_the_default_model_says_no_guided_model_is_shipped(
+    tmp_path, session, write_nifti, capsys
+):
+    thick, nifti, _ = _cli(tmp_path, session, write_nifti)
+    out = tmp_path / "out.nii.gz"
+    assert main(["restore", str(thick), str(out), "--guide", str(nifti), "--adapt", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no guided model (t1_guided) is shipped yet" in err[0]
+    assert not out.exists()

@@ -131,7 +131,8 @@ def load_model(
     false), which :func:`restore_volume` picks by the scan's factor.
     """
     key = str(model)
-    path = shipped_model_path(key) if key in SHIPPED_MODELS else Path(key)
+    shipped = key in SHIPPED_MODELS or (key == GUIDED_MODEL and not Path(key).exists())
+    path = shipped_model_path(key) if shipped else Path(key)
     if not path.exists():
         raise TransMRSRError(
             f"{path}: no such model file (shipped models: {', '.join(SHIPPED_MODELS)})"
