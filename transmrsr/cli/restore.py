@@ -286,7 +286,7 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     out_dir = Path(args.out_dir)
     if not out_dir.is_dir():
         try:
-            out_dir.mkdir(parents=True)
+            out_dir.mkdir(parents=True, exist_ok=True)  # shards of one cohort race here
         except OSError as exc:
             raise OutputError(f"{out_dir}: cannot create ({exc.strerror})") from None
     jobs: list[Job] = []
