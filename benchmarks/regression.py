@@ -210,9 +210,13 @@ def available(case: Case) -> bool:
     return all(REFERENCES[n].path is None or (SHARED / REFERENCES[n].path).is_file() for n in names)
 
 
-def guided_model_shipped(tree: Path) -> bool:
-    """Whether ``tree`` ships a guided model (which ``restore --guide`` runs by default)."""
-    return any((tree / "transmrsr" / "weights").glob("*guided*.safetensors"))
+def restores_guided(tree: Path) -> bool:
+    """Whether ``restore --guide`` works in ``tree`` with its default model: it fits a guide
+    branch to each scan (``transmrsr/inference/guided.py``) or ships a guided model."""
+    package = tree / "transmrsr"
+    return (package / "inference" / "guided.py").is_file() or any(
+        (package / "weights").glob("*guided*.safetensors")
+    )
 
 
 def moved_guide(ref: Reference, work: Path):
@@ -699,12 +703,12 @@ def main(argv: list[str] | None = None) -> int:
     guided_options = (
         [] if args.guide_model is None else ["--model", str(args.guide_model.resolve())]
     )
-    if args.guide_model is None and not guided_model_shipped(tree):
+    if args.guide_model is None and not restores_guided(tree):
         skipped = [c for c in cases if c.guide is not None]
         if skipped:
             log.info(
-                "%d guided cases left out: %s ships no guided model (--guide-model FILE "
-                "measures one)",
+                "%d guided cases left out: %s restores no guide with its default model "
+                "(--guide-model FILE measures a guided model)",
                 len(skipped),
                 tree,
             )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import oriented_affine, phantom
+from torch import nn
 
 from transmrsr.cli.main import main
 from transmrsr.degradation import SLICE_PROFILES, degrade
@@ -15,6 +16,7 @@ from transmrsr.inference.adapt import (
     DECODER_PREFIXES,
     DEFAULT_STEPS,
     FACTOR_SPREAD,
+    MIX_FROM_FACTOR,
     NOISE_FREE_LEVEL,
     UNKNOWN_THICKNESS,
     AdaptConfig,
@@ -22,6 +24,7 @@ from transmrsr.inference.adapt import (
     adaptable_parameters,
     in_plane_images,
     pair_slices,
+    scan_pair_configs,
     step_slices,
 )
 from transmrsr.inference.restore import load_model, restore_volume
@@ -254,7 +257,8 @@ def test_what_the_pairs_assume_of_slices_of_unknown_thickness():
         "profiles": SLICE_PROFILES,
     }
     # profiles given explicitly win over the policy's
-    assert pair_slices(AdaptConfig(profiles=("flat-top",)), None)["profiles"] == ("flat-top",)
+    flat = AdaptConfig(unknown="gaussian", profiles=("flat-top",))
+    assert pair_slices(flat, None)["profiles"] == ("flat-top",)
     with pytest.raises(TransMRSRError, match="unknown-thickness slices must be one of"):
         AdaptConfig(unknown="boxcar")
 
@@ -285,7 +289,7 @@ def test_in_plane_noise_refuses_what_it_cannot_measure(data, message):
         in_plane_noise(data, 2)
 
 
-def test_a_noise_free_scan_of_unknown_thickness_adapts_with_every_shape(
+def test_a_noise_free_scan_of_unknown_thickness_is_not_adapted(
     tiny_model_file, caplog, monkeypatch
 ):
     import transmrsr.inference.adapt as adapt_module
@@ -302,15 +306,20 @@ def test_a_noise_free_scan_of_unknown_thickness_adapts_with_every_shape(
     one = AdaptConfig(steps=1, batch_size=1)
     with caplog.at_level("INFO"):
         result = restore_volume(clean, model, adapt=one)
-    assert result.adaptation_steps == 1 and "every slice-profile shape" in caplog.text
-    assert seen[-1].profiles == SLICE_PROFILES
-    # A noisy scan takes the default's Gaussian first; told its thickness, a noise-free one too.
-    restore_volume(noisy, model, adapt=one)
+    assert result.adaptation_steps == 0 and "not adapted to the scan" in caplog.text
+    assert not seen
+    unadapted = restore_volume(clean, model, adapt=None).volume.data
+    np.testing.assert_array_equal(result.volume.data, unadapted)
+    # A noisy scan takes the Gaussian at this factor (x4); told its thickness, a noise-free
+    # one too; asked for the mix, or with the rule off, a noise-free one adapts.
+    assert restore_volume(noisy, model, adapt=one).adaptation_steps == 1
     assert seen[-1].profiles == ("gaussian",) and seen[-1].thickness_range == (1.0, 1.0)
     restore_volume(clean, model, adapt=one, slice_thickness=4.0)
     assert seen[-1].profiles == ("gaussian",)
     restore_volume(clean, model, adapt=AdaptConfig(steps=1, batch_size=1, min_noise=0.0))
     assert seen[-1].profiles == ("gaussian",)
+    restore_volume(clean, model, adapt=AdaptConfig(steps=1, batch_size=1, unknown="mix"))
+    assert seen[-1].profiles == SLICE_PROFILES
     with pytest.raises(TransMRSRError, match="noise floor"):
         AdaptConfig(min_noise=1.5)
 
@@ -322,4 +331,23 @@ def test_gaussian_mix_takes_the_gaussian_and_the_mix_on_alternate_steps():
     assert mix == {"thickness_range": UNKNOWN_THICKNESS, "profiles": SLICE_PROFILES}
     # told the thickness, every step takes it
     assert step_slices(config, 0.8) == [{"thickness_range": (0.8, 0.8), "profiles": ("gaussian",)}]
-    assert AdaptConfig().unknown == "gaussian-mix"
+
+
+def test_auto_takes_the_gaussian_below_x7_and_mixes_from_it():
+    auto = AdaptConfig()
+    assert auto.unknown == "auto"
+    assert auto.for_factor(4.0).unknown == "gaussian"
+    assert auto.for_factor(6.9).unknown == "gaussian"
+    assert auto.for_factor(MIX_FROM_FACTOR).unknown == "gaussian-mix"
+    assert auto.for_factor(8.0).unknown == "gaussian-mix"
+    # a choice made by the user stays
+    assert AdaptConfig(unknown="mix").for_factor(4.0).unknown == "mix"
+    with pytest.raises(TransMRSRError, match="for_factor"):
+        step_slices(auto, None)
+    # told the thickness, auto needs no factor
+    assert step_slices(auto, 0.8) == [{"thickness_range": (0.8, 0.8), "profiles": ("gaussian",)}]
+    x4 = scan_pair_configs(nn.Identity(), 4.0, auto, None)
+    x8 = scan_pair_configs(nn.Identity(), 8.0, auto, None)
+    assert [c.profiles for c in x4] == [("gaussian",)]
+    assert [c.profiles for c in x8] == [("gaussian",), SLICE_PROFILES]
+    assert x8[0].factor_range == (7.5, 8.5)

@@ -23,12 +23,15 @@ from test_synthetic import PLAIN, write_label_maps, write_subjects, write_tables
 from transmrsr.cli.main import main
 from transmrsr.errors import GuideError, TransMRSRError
 from transmrsr.inference.adapt import AdaptConfig, adapt_network
+from transmrsr.inference.guided import GuideFitConfig, add_guide_branch, fit_guide_branch
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.inference.restore import guide_channels, load_model, restore_volume
+from transmrsr.intensity import IntensityScaler
 from transmrsr.io import load_volume
 from transmrsr.models.registry import config_to_dict
 from transmrsr.models.transmrsr import with_guide
 from transmrsr.pairs import PairConfig, make_pair
+from transmrsr.registration import check_guide, guide_on_target
 from transmrsr.training.checkpoint import save_model
 from transmrsr.training.config import resolve_config
 from transmrsr.training.data import PairDataset
@@ -179,7 +182,7 @@ def test_a_guide_of_another_head_is_refused(session, zero_guide_file):
 def test_models_and_guides_must_go_together(session, tiny_model_file, zero_guide_file):
     scan, guide = session
     with pytest.raises(TransMRSRError, match="takes no guide"):
-        restore_volume(scan, load_model(tiny_model_file), guide=guide)
+        restore_volume(scan, load_model(tiny_model_file), guide=guide, guide_fit=None)
     with pytest.raises(TransMRSRError, match="give the guide"):
         restore_volume(scan, load_model(zero_guide_file))
     assert guide_channels(load_model(zero_guide_file).network) == 1
@@ -415,12 +418,79 @@ def test_a_guide_branch_learns_alone_from_a_trained_model(tmp_path, tiny_model_f
     )
 
 
-def test_a_guide_with_the_default_model_says_no_guided_model_is_shipped(
-    tmp_path, session, write_nifti, capsys
+def test_restore_cli_fits_a_guide_branch_for_a_model_trained_without_one(
+    tmp_path, session, write_nifti, tiny_model_file, capsys
 ):
     thick, nifti, _ = _cli(tmp_path, session, write_nifti)
+    base = ["restore", str(thick), "--model", str(tiny_model_file), "--adapt", "0"]
+    base += ["--no-progress"]
     out = tmp_path / "out.nii.gz"
-    assert main(["restore", str(thick), str(out), "--guide", str(nifti), "--adapt", "0"]) == 2
+    assert main([*base[:2], str(out), *base[2:], "--guide", str(nifti), "--guide-steps", "20"]) == 0
+    assert "guided" in nib.load(out).header["descrip"].tobytes().decode()
+    capsys.readouterr()
+    bad = tmp_path / "bad.nii.gz"
+    assert main([*base[:2], str(bad), *base[2:], "--guide", str(nifti), "--guide-steps", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no guided model (t1_guided) is shipped yet" in err[0]
-    assert not out.exists()
+    assert len(err) == 1 and "guide_steps must be" in err[0]
+    assert not bad.exists()
+
+
+# ----------------------------------------------------------------------------- the guide fit
+
+FIT = GuideFitConfig(steps=80, pairs=16, crop=32, batch_size=4, lr=2e-3)
+
+
+def _scan_and_guide(session):
+    """The session's scan and its guide on the scan's grid, both normalised."""
+    scan, guide = session
+    report = check_guide(guide, scan)
+    on_scan = guide_on_target(guide, report.registration, scan)
+    return (
+        IntensityScaler.fit(scan.data)(scan.data),
+        IntensityScaler.fit(guide.data)(on_scan.volume.data).astype(np.float32),
+    )
+
+
+def test_a_guide_branch_fitted_to_the_scan_learns_the_guide(session, tiny_model_file):
+    normalised, guide = _scan_and_guide(session)
+    plain = load_model(tiny_model_file).network
+    network = add_guide_branch(plain)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    fit = fit_guide_branch(network, normalised, guide, 2, 4.0, FIT, AdaptConfig())
+    # The scan's own held-out pairs are restored better with the guide than without it.
+    assert fit.kept and fit.gain_db > 0.3, (fit.trunk_psnr, fit.guided_psnr)
+    # Only the branch moved, and only in the copy.
+    for name, value in fit.network.state_dict().items():
+        assert torch.equal(value, before[name]) == (not name.startswith("guide_branch."))
+    for name, value in network.state_dict().items():
+        assert torch.equal(value, before[name])
+    # A new branch restores as the model without one.
+    x = torch.rand(1, 2, 32, 32)
+    torch.testing.assert_close(network(x), plain(x[:, :1]), rtol=0, atol=1e-6)
+
+
+def test_a_branch_that_does_not_gain_enough_on_held_out_pairs_is_not_used(session, tiny_model_file):
+    normalised, guide = _scan_and_guide(session)
+    network = add_guide_branch(load_model(tiny_model_file).network)
+    demanding = dataclasses.replace(FIT, steps=10, min_gain_db=50.0)
+    fit = fit_guide_branch(network, normalised, guide, 2, 4.0, demanding, AdaptConfig())
+    assert not fit.kept and fit.gain_db < demanding.min_gain_db
+    # Its branch is zero again: the network restores as its trunk, whatever the guide.
+    x = torch.rand(1, 2, 32, 32)
+    torch.testing.assert_close(fit.network(x), fit.network.trunk(x[:, :1]), rtol=0, atol=0)
+
+
+def test_restore_fits_the_guide_and_says_what_it_gained(session, tiny_model_file):
+    scan, guide = session
+    model = load_model(tiny_model_file)
+    plain = restore_volume(scan, model)
+    guided = restore_volume(scan, model, guide=guide, guide_fit=FIT)
+    assert guided.guide_used and guided.guide_gain_db > 0.3
+    assert guided.describe().endswith("guided")
+    np.testing.assert_array_equal(guided.volume.affine, plain.volume.affine)
+    assert np.abs(guided.volume.data - plain.volume.data).max() > 1e-3
+    # The restored head is closer to the truth with the guide than without it.
+    truth = render(head_labels(seed=0), T2).data
+    crop = tuple(slice(0, n) for n in plain.volume.shape)
+    error = [np.abs(r.volume.data - truth[crop]).mean() for r in (plain, guided)]
+    assert error[1] < error[0], error

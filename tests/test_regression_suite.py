@@ -56,13 +56,18 @@ def test_the_suite_covers_every_contrast_factor_and_slice_model(reg):
     assert "stroke_t2_x4_gaussian_not-told_guide-stroke_t1" in ids
 
 
-def test_guided_cases_need_a_guided_model(reg, tmp_path):
+def test_guided_cases_need_a_tree_that_restores_a_guide(reg, tmp_path):
     weights = tmp_path / "transmrsr" / "weights"
     weights.mkdir(parents=True)
     (weights / "t1_x4_compact.safetensors").write_bytes(b"")
-    assert not reg.guided_model_shipped(tmp_path)
+    assert not reg.restores_guided(tmp_path)  # the releases before the guide
     (weights / "t1_guided_compact.safetensors").write_bytes(b"")
-    assert reg.guided_model_shipped(tmp_path)
+    assert reg.restores_guided(tmp_path)
+    (weights / "t1_guided_compact.safetensors").unlink()
+    (tmp_path / "transmrsr" / "inference").mkdir()
+    (tmp_path / "transmrsr" / "inference" / "guided.py").write_text("")
+    assert reg.restores_guided(tmp_path)
+    assert reg.restores_guided(Path(reg.__file__).resolve().parents[1])
 
 
 def test_a_guided_case_moves_its_guide_in_the_scanner_not_its_voxels(reg, tmp_path):

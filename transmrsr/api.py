@@ -43,6 +43,7 @@ from transmrsr.geometry import check_factor, detect_thick_axis, resolve_axis
 from transmrsr.inference import restore as restoring
 from transmrsr.inference.adapt import DEFAULT_STEPS, AdaptConfig
 from transmrsr.inference.consistency import CONSISTENCY_METHODS, DEFAULT_CONSISTENCY
+from transmrsr.inference.guided import GuideFitConfig
 from transmrsr.inference.restore import DEFAULT_MODEL, LoadedModel, Restoration
 from transmrsr.io import (
     Volume,
@@ -164,6 +165,26 @@ def adapt_config(adapt: int | bool | AdaptConfig | None) -> AdaptConfig | None:
     )
 
 
+def guide_fit_config(steps: int | GuideFitConfig | None) -> GuideFitConfig | None:
+    """The guide branch's fit ``steps`` asks for; ``None`` for none.
+
+    ``None`` means what ``transmrsr restore --guide`` does by default
+    (:class:`~transmrsr.inference.guided.GuideFitConfig`), ``0`` no fit (the guide then
+    serves only a model trained with one), a positive integer that many steps, and a
+    :class:`~transmrsr.inference.guided.GuideFitConfig` itself.
+    """
+    if steps is None:
+        return GuideFitConfig()
+    if isinstance(steps, GuideFitConfig):
+        return steps
+    if isinstance(steps, int | np.integer) and not isinstance(steps, bool) and steps >= 0:
+        return GuideFitConfig(steps=int(steps)) if steps else None
+    raise TransMRSRError(
+        f"guide_steps must be None (the default {GuideFitConfig.steps}), 0 (no fit), a "
+        f"number of steps or a GuideFitConfig, got {steps!r}"
+    )
+
+
 def slice_thickness_for(
     volume: Volume, choice: float | str | None, thick_axis: int | None = None
 ) -> float | None:
@@ -269,6 +290,7 @@ def run_restore(
     guide: ImageLike | None = None,
     guide_fallback: bool = False,
     save_guide_transform: str | os.PathLike[str] | None = None,
+    guide_steps: int | GuideFitConfig | None = None,
 ) -> Restoration:
     """:func:`restore`, returning the :class:`~transmrsr.inference.restore.Restoration` (the
     volume, and the thick axis, factor, planes, model and precision used), which is what
@@ -291,6 +313,7 @@ def run_restore(
             f"got {consistency!r}"
         )
     config = adapt_config(adapt)
+    fit = guide_fit_config(guide_steps)
     target = _device(device)
     volume = as_volume(image, affine=affine)
     reference = None if like is None else as_volume(like, name="like", require_signal=False)
@@ -318,8 +341,6 @@ def run_restore(
             "guide transform written to %s",
             save_transform(report.registration, save_guide_transform),
         )
-    if guide_volume is not None and isinstance(model, str) and model == DEFAULT_MODEL:
-        model = restoring.GUIDED_MODEL
     if (
         guide is not None
         and guide_volume is None
@@ -348,6 +369,7 @@ def run_restore(
         destripe=destripe,
         guide=guide_volume,
         guide_report=report,
+        guide_fit=fit,
     )
 
 
@@ -372,6 +394,7 @@ def restore(
     guide: ImageLike | None = None,
     guide_fallback: bool = False,
     save_guide_transform: str | os.PathLike[str] | None = None,
+    guide_steps: int | GuideFitConfig | None = None,
 ) -> nib.Nifti1Image:
     """Restore a thick-slice scan to an isotropic volume: ``transmrsr restore`` in Python.
 
@@ -416,12 +439,16 @@ def restore(
             (:func:`~transmrsr.stripes.slab_pattern`; default on).
         guide: another contrast of the same head from the same session, finer than the scan
             (an isotropic T1, say; an image as ``image`` takes it): registered rigidly onto
-            the scan, checked, and fed to a guided model as a second channel (docs/restore.md,
-            "Guided restoration"). With the default ``model`` the shipped guided model runs.
+            the scan, checked, and added to the restore by a guide branch fitted to the scan's
+            own in-plane images (:mod:`transmrsr.inference.guided`; docs/restore.md, "Guided
+            restoration"), or fed to a model trained with a guide.
         guide_fallback: when the guide is refused (a failed registration, a guide that covers
             less than the scan's head, or another head), restore without it with a warning
             instead of raising :class:`~transmrsr.errors.GuideError`.
         save_guide_transform: write the guide's rigid transform here (ITK ``.tfm``).
+        guide_steps: steps of the guide branch's fit to the scan: ``None`` the default
+            (:class:`~transmrsr.inference.guided.GuideFitConfig`), ``0`` no fit, or a
+            :class:`~transmrsr.inference.guided.GuideFitConfig`.
 
     Returns:
         A float32 NIfTI image on the isotropic grid that ``upsample`` writes (field of view
@@ -451,6 +478,7 @@ def restore(
         guide=guide,
         guide_fallback=guide_fallback,
         save_guide_transform=save_guide_transform,
+        guide_steps=guide_steps,
     )
     return to_nifti(result.volume, description=result.describe())
 

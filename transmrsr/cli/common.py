@@ -9,6 +9,7 @@ from transmrsr.devices import PRECISIONS
 from transmrsr.inference.adapt import (
     ADAPT_SCOPES,
     DEFAULT_STEPS,
+    MIX_FROM_FACTOR,
     NOISE_FREE_LEVEL,
     UNKNOWN_SLICES,
     AdaptConfig,
@@ -153,8 +154,9 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="what --adapt assumes of the slices when their thickness is not known (no "
         "--slice-thickness, sidecar or DICOM tag): gaussian (the SPEC's Gaussian as thick as "
         "the spacing), gaussian-range (Gaussians 0.6-1.2 spacings thick), mix (every "
-        "profile shape at those thicknesses) or gaussian-mix (the Gaussian and the mix on "
-        f"alternate steps; default {AdaptConfig.unknown})",
+        "profile shape at those thicknesses), gaussian-mix (the Gaussian and the mix on "
+        f"alternate steps) or auto (the default: gaussian below x{MIX_FROM_FACTOR:g}, "
+        "gaussian-mix from it)",
     )
     parser.add_argument(
         "--adapt-min-noise",
@@ -162,9 +164,10 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=NOISE_FREE_LEVEL,
         metavar="FRACTION",
         help="a scan of unknown slice thickness whose in-plane noise is below FRACTION of its "
-        "tissue level (a template, an average of many scans, a denoised image) is adapted "
-        "with --unknown-slices mix, the most cautious guess where no noise tempers a wrong "
-        f"one (default {NOISE_FREE_LEVEL:g}; 0: never)",
+        "tissue level (a template, an average of many scans, a denoised image) is not "
+        "adapted (unless --unknown-slices mix): with no noise to temper it, a wrong guess "
+        f"of its slices costs more than adaptation gains (default {NOISE_FREE_LEVEL:g}; 0: "
+        "never)",
     )
     parser.add_argument(
         "--precision",

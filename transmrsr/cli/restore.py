@@ -36,9 +36,9 @@ from transmrsr.devices import resolve_device
 from transmrsr.errors import OutputError, TransMRSRError
 from transmrsr.geometry import axis_name
 from transmrsr.inference.consistency import CONSISTENCY_METHODS, DEFAULT_CONSISTENCY
+from transmrsr.inference.guided import GuideFitConfig
 from transmrsr.inference.restore import (
     DEFAULT_MODEL,
-    GUIDED_MODEL,
     PLANE_CHOICES,
     SHIPPED_MODELS,
     LoadedModel,
@@ -195,8 +195,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="ISO",
         help="another contrast of the same head from the same session, finer than the input "
         "(an isotropic T1: a NIfTI/MGZ file or a DICOM series folder; one guide for every "
-        "input in --out-dir mode): registered rigidly onto each input, checked, and fed to "
-        f"the guided model ({GUIDED_MODEL} unless --model names another)",
+        "input in --out-dir mode): registered rigidly onto each input, checked, and added "
+        "to the restore by a guide branch fitted to each scan (docs/restore.md)",
     )
     add_guide_arguments(parser)
     add_restore_run_arguments(parser)
@@ -211,6 +211,14 @@ def add_guide_arguments(parser: argparse.ArgumentParser) -> None:
         help="when the guide is refused (failed registration, a guide that covers less than "
         "the input's head, another head), restore without it with a warning instead of "
         "failing",
+    )
+    parser.add_argument(
+        "--guide-steps",
+        type=int,
+        default=GuideFitConfig.steps,
+        metavar="STEPS",
+        help="steps of the guide branch's fit to each scan (default "
+        f"{GuideFitConfig.steps}); 0: no fit (only a model trained with a guide uses it)",
     )
     parser.add_argument(
         "--save-guide-transform",
@@ -418,10 +426,9 @@ def restore_jobs(
                         guides.clear()
                         guides[job.guide] = as_volume(job.guide, name="guide")
                     guide = guides[job.guide]
-                name = model_name(args.model, guided=guide is not None)
-                if name not in models:
-                    models[name] = _load_model(name, device)
-                model = models[name]
+                if args.model not in models:
+                    models[args.model] = _load_model(args.model, device)
+                model = models[args.model]
                 result = _restore(volume, job, args, model, device, like, guide)
                 _write(job, result, volume, args)
             except (OutputError, _ModelError):
@@ -447,12 +454,6 @@ def restore_jobs(
     if failures:
         raise TransMRSRError(f"{failures} of {len(todo)} inputs failed (see above)")
     return 0
-
-
-def model_name(name: str, *, guided: bool) -> str:
-    """The model a restore runs: the shipped guided model where a guide is given and the
-    default model was asked for, else ``name``."""
-    return GUIDED_MODEL if guided and name == DEFAULT_MODEL else name
 
 
 class _ModelError(TransMRSRError):
@@ -519,6 +520,7 @@ def _restore(
         guide=guide,
         guide_fallback=getattr(args, "guide_fallback", False),
         save_guide_transform=transform,
+        guide_steps=getattr(args, "guide_steps", GuideFitConfig.steps),
     )
 
 

@@ -49,15 +49,20 @@ UNKNOWN_THICKNESS = (0.6, 1.2)
 #: (:attr:`AdaptConfig.unknown`): ``gaussian``, the SPEC's Gaussian as thick as the spacing;
 #: ``gaussian-range``, Gaussians of :data:`UNKNOWN_THICKNESS`; ``mix``, every shape of
 #: :data:`~transmrsr.degradation.SLICE_PROFILES` at those thicknesses; ``gaussian-mix``, the
-#: Gaussian's pairs and the mix's on alternate steps.
-UNKNOWN_SLICES = ("gaussian", "gaussian-range", "mix", "gaussian-mix")
+#: Gaussian's pairs and the mix's on alternate steps; ``auto``, the Gaussian below
+#: :data:`MIX_FROM_FACTOR` and ``gaussian-mix`` from it.
+UNKNOWN_SLICES = ("auto", "gaussian", "gaussian-range", "mix", "gaussian-mix")
+#: From this factor on, ``auto`` mixes the profile shapes into the Gaussian's pairs: at x8 the
+#: Gaussian's alone cost a routine head with skull 0.07 dB, at x4 and x6 they were at or above
+#: the mix's on every case of the regression suite (docs/experiments.md, 2026-12-07).
+MIX_FROM_FACTOR = 7.0
 #: What ``restore`` does unless told otherwise: about half of an 85-106 s default restore on a
 #: 2-core CPU without bf16 units (docs/restore.md).
 DEFAULT_STEPS = 20
 #: Scans whose in-plane noise (:func:`~transmrsr.intensity.in_plane_noise`) is below this
-#: fraction of their tissue level are not adapted unless told to: templates and averages of
-#: many scans (MNI152 0.5-0.6 %, Colin27 0.8-1.0 %), against 1.4-4.9 % for every single
-#: acquisition measured (docs/experiments.md, 2026-12-07).
+#: fraction of their tissue level, and whose slice thickness is not known, are not adapted:
+#: templates and averages of many scans (MNI152 0.5-0.6 %, Colin27 0.8-1.0 %), against
+#: 1.4-4.9 % for every single acquisition measured (docs/experiments.md, 2026-12-07).
 NOISE_FREE_LEVEL = 0.012
 #: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
 ADAPT_SCOPES = ("decoder", "all")
@@ -89,17 +94,18 @@ class AdaptConfig:
     A scan whose slices are not what the adaptation assumes learns corrections locked to the
     wrong shape, which show as stripes one slab apart. Drawing from all shapes (``mix``) cost
     0.1-0.35 dB where the slices were the SPEC's Gaussian as thick as their spacing, the
-    Gaussian alone (``gaussian``) 0.07 dB on a routine head at x8 and up to 0.9 dB on a
-    noise-free image with a gap; the default ``gaussian-mix`` takes the two on alternate steps
-    (docs/experiments.md, 2026-12-07).
+    Gaussian alone (``gaussian``) 0.07 dB on a routine head with skull at x8. The default
+    ``auto`` takes the Gaussian below :data:`MIX_FROM_FACTOR` and the Gaussian and the mix on
+    alternate steps (``gaussian-mix``) from it (:meth:`for_factor`; docs/experiments.md,
+    2026-12-07).
 
     ``min_noise``: a scan whose slice thickness is not known and whose in-plane noise is below
-    this fraction of its tissue level (:data:`NOISE_FREE_LEVEL`; 0: never) is adapted with the
-    ``mix`` whatever ``unknown`` says. Pairs made from a noise-free image (a template, an
-    average of many scans, a denoised image) teach the network to undo the assumed profile
-    exactly, with no noise to temper a wrong guess: on the MNI152 template with a slice gap
-    not told, the Gaussian's pairs cost 0.88 dB against the mix's (docs/experiments.md,
-    2026-12-07).
+    this fraction of its tissue level (:data:`NOISE_FREE_LEVEL`; 0: never) is not adapted,
+    unless ``unknown`` is ``mix``. Pairs made from a noise-free image (a template, an average
+    of many scans, a denoised image) teach the network to undo the assumed profile exactly,
+    with no noise to temper a wrong guess: on the MNI152 template with a slice gap not told,
+    the Gaussian's pairs cost 0.88 dB against the mix's, and the mix's cost 0.35-0.6 dB at x4
+    and x8 against no adaptation (docs/experiments.md, 2026-12-07).
     """
 
     steps: int = DEFAULT_STEPS
@@ -108,8 +114,14 @@ class AdaptConfig:
     seed: int = 0
     profiles: tuple[str, ...] | None = None
     scope: str = "decoder"
-    unknown: str = "gaussian-mix"
+    unknown: str = "auto"
     min_noise: float = NOISE_FREE_LEVEL
+
+    def for_factor(self, factor: float) -> AdaptConfig:
+        """This config for a scan of ``factor``: ``unknown="auto"`` made concrete."""
+        if self.unknown != "auto":
+            return self
+        return replace(self, unknown="gaussian" if factor < MIX_FROM_FACTOR else "gaussian-mix")
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -157,7 +169,10 @@ def adaptable_parameters(network: nn.Module, scope: str) -> list[nn.Parameter]:
 def pair_slices(config: AdaptConfig, thickness: float | None) -> dict[str, tuple]:
     """The slice model of the adaptation's pairs: ``thickness_range`` and ``profiles`` of a
     :class:`~transmrsr.pairs.PairConfig`, for a scan whose slices are ``thickness`` spacings
-    thick (``None``: not known, then as ``config.unknown`` says)."""
+    thick (``None``: not known, then as ``config.unknown`` says; ``auto`` must first be made
+    concrete for the scan's factor, :meth:`AdaptConfig.for_factor`)."""
+    if thickness is None and config.unknown == "auto":
+        raise TransMRSRError("unknown='auto' depends on the factor: use config.for_factor(k)")
     if thickness is not None:
         return {
             "thickness_range": (thickness, thickness),
@@ -177,6 +192,25 @@ def step_slices(config: AdaptConfig, thickness: float | None) -> list[dict[str, 
     if thickness is None and config.unknown == "gaussian-mix":
         return [first, pair_slices(replace(config, unknown="mix"), None)]
     return [first]
+
+
+def scan_pair_configs(
+    network: nn.Module, factor: float, config: AdaptConfig, thickness: float | None
+) -> list[PairConfig]:
+    """How pairs are made from the scan's in-plane images, one config per step in turn
+    (:func:`step_slices`): factors around the scan's, patches of the network's size."""
+    config = config.for_factor(factor)
+    patch = int(getattr(getattr(network, "config", None), "img_size", DEFAULT_PATCH))
+    return [
+        PairConfig(
+            factor_range=(max(1.01, factor - FACTOR_SPREAD), factor + FACTOR_SPREAD),
+            patch_size=patch,
+            transpose=False,
+            gain_range=GAIN_RANGE,
+            **slices,
+        )
+        for slices in step_slices(config, thickness)
+    ]
 
 
 def in_plane_images(
@@ -271,17 +305,7 @@ def adapt_network(
     if not images:
         log.warning("the scan has no in-plane image with signal to adapt to: not adapted")
         return network.to(device).eval()
-    patch = int(getattr(getattr(network, "config", None), "img_size", DEFAULT_PATCH))
-    pairs = [
-        PairConfig(
-            factor_range=(max(1.01, factor - FACTOR_SPREAD), factor + FACTOR_SPREAD),
-            patch_size=patch,
-            transpose=False,
-            gain_range=GAIN_RANGE,
-            **slices,
-        )
-        for slices in step_slices(config, thickness)
-    ]
+    pairs = scan_pair_configs(network, factor, config, thickness)
     device = torch.device(device)
     adapted = copy.deepcopy(network).to(device).train()
     tuned = adaptable_parameters(adapted, config.scope)

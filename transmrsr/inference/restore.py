@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from transmrsr.inference.consistency import (
     enforce_consistency,
     enforce_consistency_smoothly,
 )
+from transmrsr.inference.guided import GuideFitConfig, add_guide_branch, fit_guide_branch
 from transmrsr.inference.planes import restore_along_planes
 from transmrsr.intensity import IntensityScaler, in_plane_noise
 from transmrsr.interpolation import resample_in_plane, resample_to_grid, upsample
@@ -74,8 +75,6 @@ SHIPPED_MODELS: dict[str, str] = {
 #: that only ever sees one blur width gains more at it than one that spreads over 2-8).
 SPECIALISTS: dict[str, tuple[str, ...]] = {"t1": ("t1_x4", "t1_x6", "t1_x8")}
 DEFAULT_MODEL = "t1"
-#: What the default model becomes when a guide is given (docs/restore.md, guided restoration).
-GUIDED_MODEL = "t1_guided"
 #: What ``--planes auto`` means; chosen by ``benchmarks/bench_restore.py`` (gain per second).
 AUTO_PLANES = "one"
 PLANE_CHOICES = ("auto", "one", "both")
@@ -106,11 +105,6 @@ class LoadedModel:
 
 def shipped_model_path(name: str) -> Path:
     """Path of a model shipped with the package."""
-    if name == GUIDED_MODEL and name not in SHIPPED_MODELS:
-        raise TransMRSRError(
-            f"no guided model ({GUIDED_MODEL}) is shipped yet: give --model a guided model file "
-            "(transmrsr train --guide-contrast, docs/training.md)"
-        )
     if name not in SHIPPED_MODELS:
         raise TransMRSRError(f"unknown model {name!r}; shipped models: {', '.join(SHIPPED_MODELS)}")
     path = Path(str(resources.files("transmrsr.weights") / SHIPPED_MODELS[name]))
@@ -131,7 +125,7 @@ def load_model(
     false), which :func:`restore_volume` picks by the scan's factor.
     """
     key = str(model)
-    shipped = key in SHIPPED_MODELS or (key == GUIDED_MODEL and not Path(key).exists())
+    shipped = key in SHIPPED_MODELS
     path = shipped_model_path(key) if shipped else Path(key)
     if not path.exists():
         raise TransMRSRError(
@@ -251,6 +245,10 @@ class Restoration:
     adaptation_steps: int = 0
     #: the guide's registration and checks, for a guided restore
     guide: GuideReport | None = None
+    #: PSNR gain (dB) of the guide branch fitted to the scan on its held-out in-plane pairs
+    guide_gain_db: float | None = None
+    #: whether the guide shaped the output (False: the fit found no gain, restored unguided)
+    guide_used: bool = True
 
     def describe(self) -> str:
         """One line for the output header: tool, version, model, factor and thick axis."""
@@ -260,7 +258,7 @@ class Restoration:
         )
         if self.thickness != 1.0:
             line = f"{line} thickness {self.thickness:.3g} spacing"
-        return line if self.guide is None else f"{line} guided"
+        return line if self.guide is None or not self.guide_used else f"{line} guided"
 
 
 def restore_volume(
@@ -285,6 +283,7 @@ def restore_volume(
     destripe: bool = True,
     guide: Volume | None = None,
     guide_report: GuideReport | None = None,
+    guide_fit: GuideFitConfig | None = GuideFitConfig(),  # noqa: B008 (frozen)
 ) -> Restoration:
     """Restore a thick-slice volume onto its isotropic grid (or onto ``like``'s grid).
 
@@ -347,10 +346,10 @@ def restore_volume(
     model = model.for_factor(k)
     warn_if_untrained_factor(model, k)
     takes_guide = guide_channels(model.network)
-    if guide is not None and not takes_guide:
+    if guide is not None and not takes_guide and guide_fit is None:
         raise TransMRSRError(
-            f"model {Path(model.source).stem} takes no guide: restore with a guided model "
-            "(--model t1_guided) or without --guide"
+            f"model {Path(model.source).stem} takes no guide and the guide is not fitted to "
+            "the scan: restore with a guided model, with the guide fit, or without --guide"
         )
     if guide is None and takes_guide:
         raise TransMRSRError(
@@ -375,13 +374,19 @@ def restore_volume(
         if noise < adapt.min_noise:
             log.info(
                 "in-plane noise %.2f%% of the tissue level, below %.2f%% (a template, an average "
-                "or a denoised image), slice thickness not known: the adaptation's pairs draw "
-                "from every slice-profile shape (--slice-thickness, or --adapt-min-noise 0, "
-                "says otherwise)",
+                "or a denoised image), slice thickness not known: not adapted to the scan "
+                "(--slice-thickness, --unknown-slices mix or --adapt-min-noise 0 says otherwise)",
                 100 * noise,
                 100 * adapt.min_noise,
             )
-            adapt = replace(adapt, unknown="mix")
+            adapt = None
+    if adapt is not None and slice_thickness is None:
+        adapt = adapt.for_factor(k)
+        log.info("slice thickness not known: the adaptation assumes %s slices", adapt.unknown)
+
+    def guide_on_scan() -> np.ndarray:
+        return _guide_on(guide, report, guide_scaler, volume)
+
     if adapt is not None:
         # Before the volume is upsampled: the training step's memory and the isotropic
         # volume's arrays are then never held at the same time.
@@ -396,8 +401,29 @@ def restore_volume(
             progress=progress,
             thickness=None if slice_thickness is None else ratio,
             workers=workers,
-            guide=None if report is None else _guide_on(guide, report, guide_scaler, volume),
+            guide=None if report is None or not takes_guide else guide_on_scan(),
         )
+    fit = None
+    if report is not None and guide_fit is not None:
+        trunk = network
+        if not takes_guide:
+            network = add_guide_branch(network, guide_fit.seed)
+        if getattr(network, "guide_branch", None) is not None:
+            fit = fit_guide_branch(
+                network,
+                scaler(volume.data),
+                guide_on_scan(),
+                thick,
+                k,
+                guide_fit,
+                adapt or AdaptConfig(),
+                thickness=None if slice_thickness is None else ratio,
+                device=device,
+                bf16=bf16,
+                progress=progress,
+            )
+            # A branch the scan's pairs did not want leaves the unguided network as it was.
+            network = fit.network if fit.kept or takes_guide else trunk
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     head = head_mask(data)
     cubic_stripes = _stripes(data, thick, k, head)
@@ -405,7 +431,7 @@ def restore_volume(
     normalised = scaler(data)
     del data  # arrays of the output's size are dropped as soon as they are used up
     guide_planes = None
-    if report is not None:
+    if report is not None and guide_channels(network):
         on_output = resample_guide(guide, report.registration, normalised.shape, affine)
         guide_planes = _guide_values(on_output, guide_scaler)
     restored = restore_along_planes(
@@ -454,6 +480,8 @@ def restore_volume(
         cubic_stripes,
         0 if adapt is None else adapt.steps,
         report,
+        None if fit is None else fit.gain_db,
+        fit is None or fit.kept,
     )
 
 

@@ -467,7 +467,7 @@ class TransMRSR(nn.Module):
         return self.sdt(w) if self.sdt is not None else w
 
     def _forward_fixed(self, x: Tensor) -> Tensor:
-        f0 = self.shallow(x if self.guide_branch is None else x[:, :1])
+        f0 = self.shallow(x)
         feats = self.encoder(f0)
         ws = self.latents(feats)
         hook = None
@@ -483,8 +483,7 @@ class TransMRSR(nn.Module):
         fused = self.decoder(ws, stage_hook=hook)
         if self.config.use_skip:
             fused = fused + f0
-        out = x[:, :1] + self.reconstruction(fused)
-        return out if self.guide_branch is None else self.guide_branch(out, x[:, 1:])
+        return x[:, :1] + self.reconstruction(fused)
 
     def forward(self, x: Tensor) -> Tensor:
         channels = 1 + self.config.guide_channels
@@ -494,6 +493,18 @@ class TransMRSR(nn.Module):
                 + (f" and {channels - 1} guide plane(s)" if channels > 1 else "")
                 + f"), got {tuple(x.shape)}"
             )
+        if self.guide_branch is None:
+            return self.trunk(x)
+        return self.guide_branch(self.trunk(x[:, :1]), x[:, 1:])
+
+    def trunk(self, x: Tensor) -> Tensor:
+        """The restored plane before the guide branch (the whole network without one).
+
+        ``x`` is ``[B, C, H, W]`` with the channels the encoder takes: the plane, and the
+        guide planes when they enter the first convolution. The branch is convolutional and
+        runs on the whole plane after it, so it sees no tile seams; fitting it to a scan
+        (:func:`~transmrsr.inference.guided.fit_guide_branch`) computes this once per pair.
+        """
         size = self.config.img_size
         h, w = x.shape[-2:]
         if (h, w) == (size, size):
