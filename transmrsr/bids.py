@@ -288,10 +288,13 @@ def sidecar(
     destriped: bool = True,
     guide: BidsImage | None = None,
     guide_similarity: float | None = None,
+    guide_gain_db: float | None = None,
 ) -> dict[str, Any]:
     """The JSON sidecar of a restored image: what was restored from what, with what. A
     guided restore lists its guide among the ``Sources``, with the guide's edge similarity
-    to the scan once registered (:func:`~transmrsr.registration.guide_similarity`)."""
+    to the scan once registered (:func:`~transmrsr.registration.guide_similarity`) and the
+    gain its fitted branch brought on the scan's own held-out in-plane pairs
+    (:mod:`transmrsr.inference.guided`)."""
     sources = [f"bids:raw:{image.relative}"]
     if guide is not None:
         sources.append(f"bids:raw:{guide.relative}")
@@ -313,6 +316,8 @@ def sidecar(
     }
     if guide is not None and guide_similarity is not None:
         content["GuideSimilarity"] = round(float(guide_similarity), 4)
+    if guide is not None and guide_gain_db is not None:
+        content["GuideHeldOutGainDB"] = round(float(guide_gain_db), 3)
     return content
 
 

@@ -83,9 +83,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="SUFFIX",
         help="guide each restore with the same subject and session's isotropic image of this "
-        f"suffix (default {DEFAULT_GUIDE_SUFFIX}; guided restoration, docs/restore.md): the "
-        "guided model runs where there is one, the default model elsewhere, and the sidecar "
-        "lists the guide in Sources. Only with the default --model, or a guided one",
+        f"suffix (default {DEFAULT_GUIDE_SUFFIX}; guided restoration, docs/restore.md): a "
+        "guide branch is fitted to each image, and the sidecar lists the guide in Sources "
+        "with GuideSimilarity and GuideHeldOutGainDB",
     )
     parser.add_argument(
         "--no-guide", action="store_true", help="restore every image without a guide"
@@ -135,8 +135,9 @@ def _job(
             consistency=args.consistency_method if args.consistency else False,
             precision=result.precision,
             destriped=args.destripe,
-            guide=guide if result.guide is not None else None,
+            guide=guide if result.guide is not None and result.guide_used else None,
             guide_similarity=None if result.guide is None else result.guide.similarity,
+            guide_gain_db=result.guide_gain_db,
         )
         write_text(side, bids.to_json(content))
 
