@@ -73,6 +73,9 @@ DEFAULT_OUT = ROOT / "benchmarks" / "regression"
 TOLERANCE_DB = 0.05
 #: A restoration's slab-stripe index may be at most this many times cubic interpolation's.
 MAX_STRIPE_RATIO = 1.3
+#: A guided case may lose at most this much against the same case restored without the guide
+#: (a wrong guide must be refused or cost nothing; issue 40).
+GUIDE_TOLERANCE_DB = 0.1
 #: Version of the suite's definition; results of another version are not resumed from.
 SUITE_VERSION = 1
 #: Where a guided case's guide is moved to, in its header (rotation about the head's centre in
@@ -564,6 +567,12 @@ class Verdict:
         return self.value - self.floor
 
 
+def unguided_twin(case_id: str) -> str | None:
+    """The id of a guided case restored without its guide (``None`` for an unguided case)."""
+    head, sep, _ = case_id.rpartition("_guide-")
+    return head if sep else None
+
+
 def compare(
     results: dict,
     baselines: Sequence[dict],
@@ -571,7 +580,8 @@ def compare(
     max_stripes: float = MAX_STRIPE_RATIO,
 ) -> list[Verdict]:
     """Each case of ``results`` and of the baselines against its floor: the best
-    brain-masked PSNR gain any baseline reached on it."""
+    brain-masked PSNR gain any baseline reached on it. A guided case is also held against its
+    unguided twin in ``results`` (:data:`GUIDE_TOLERANCE_DB`)."""
     floors: dict[str, tuple[float, str]] = {}
     for base in baselines:
         label = base["meta"]["label"]
@@ -595,6 +605,16 @@ def compare(
                 failures.append(f"{value - floor:+.3f} dB below the floor ({source})")
             if stripes is not None and stripes > max_stripes:
                 failures.append(f"stripes {stripes:.2f}x cubic's (> {max_stripes:g})")
+            twin = results["cases"].get(unguided_twin(case_id) or "")
+            twin_value = None if twin is None else twin.get("gain_brain_psnr")
+            if (
+                value is not None
+                and twin_value is not None
+                and value < twin_value - GUIDE_TOLERANCE_DB
+            ):
+                failures.append(
+                    f"{value - twin_value:+.3f} dB below the same case without its guide"
+                )
         verdicts.append(Verdict(case_id, value, floor, source, stripes, tuple(failures)))
     return verdicts
 

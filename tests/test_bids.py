@@ -1,11 +1,15 @@
 """``transmrsr bids``: a small BIDS dataset made here must give a derivatives dataset whose
 every file name the BIDS schema's derivative rules accept, with a description and a sidecar
-per restored image, restricted by --participant-label, and a re-run must write nothing."""
+per restored image, that the official validator (bids-validator-deno) passes, restricted by
+--participant-label, and a re-run must write nothing."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -74,6 +78,7 @@ def test_a_dataset_gives_a_valid_derivatives_dataset(dataset, tmp_path, tiny_mod
     out = tmp_path / "derivatives"
     assert _run(dataset, out, tiny_model_file) == 0
     assert _files(out) == [
+        "README.md",
         "dataset_description.json",
         "sub-01/anat/sub-01_desc-restored_T1w.json",
         "sub-01/anat/sub-01_desc-restored_T1w.nii.gz",
@@ -90,7 +95,8 @@ def test_a_dataset_gives_a_valid_derivatives_dataset(dataset, tmp_path, tiny_mod
 
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
-    assert description["BIDSVersion"] == bids.bids_version()
+    assert description["BIDSVersion"] == "1.9.0"  # the raw dataset's, a released version
+    assert "Authors" not in description  # the raw dataset names none
     assert description["GeneratedBy"] == [{"Name": "transmrsr", "Version": __version__}]
     assert (out / description["DatasetLinks"]["raw"]).resolve() == dataset.resolve()
 
@@ -118,6 +124,74 @@ def test_a_dataset_gives_a_valid_derivatives_dataset(dataset, tmp_path, tiny_mod
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
     assert _run(dataset, out, tiny_model_file) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == stamps
+
+
+def test_the_description_takes_a_released_version_of_the_raw_dataset_or_the_schemas(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for version, expected in (("1.10.0", "1.10.0"), ("0.9-dev", bids.bids_version())):
+        (raw / "dataset_description.json").write_text(
+            json.dumps({"Name": "r", "BIDSVersion": version, "Authors": "one string"})
+        )
+        made = bids.dataset_description(raw, tmp_path / "out")
+        assert made["BIDSVersion"] == expected
+        assert "Authors" not in made  # not a list of names: not copied
+    (raw / "dataset_description.json").write_text("{broken")
+    assert bids.dataset_description(raw, tmp_path / "out")["BIDSVersion"] == bids.bids_version()
+
+
+def _validator() -> Path:
+    path = Path(sys.executable).with_name("bids-validator-deno")
+    if not path.is_file():
+        pytest.skip("bids-validator-deno is not installed (pip install -e '.[dev]')")
+    return path
+
+
+def test_the_official_validator_passes_the_derivatives(dataset, tmp_path, tiny_model_file):
+    description = dataset / "dataset_description.json"
+    raw = json.loads(description.read_text())
+    description.write_text(json.dumps({**raw, "Authors": ["A. Author", "B. Author"]}))
+    (dataset / "README.md").write_text("A thick-slice dataset made by the tests.\n")
+    (dataset / "sub-01/anat/sub-01_T1w.json").write_text(
+        json.dumps({"SliceThickness": 3.0, "SkullStripped": True})
+    )
+    out = tmp_path / "derivatives"
+    assert _run(dataset, out, tiny_model_file, "--report") == 0
+    assert (out / "report.html").is_file()
+    run = subprocess.run(
+        [str(_validator()), str(out), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    issues = json.loads(run.stdout)["issues"]["issues"]
+    found = sorted({(i["severity"], i["code"], i.get("subCode") or "") for i in issues})
+    assert found == [], found
+    assert run.returncode == 0
+    # What made it pass: the QC page is listed as not BIDS, every sidecar says whether its
+    # image is skull-stripped (as its input's sidecar says, else not), a README, the raw
+    # dataset's BIDS version and authors.
+    assert "report.html" in (out / ".bidsignore").read_text().splitlines()
+    side = json.loads((out / "sub-01/anat/sub-01_desc-restored_T1w.json").read_text())
+    assert side["SkullStripped"] is True
+    flair = json.loads((out / "sub-02/anat/sub-02_desc-restored_FLAIR.json").read_text())
+    assert flair["SkullStripped"] is False
+    assert (out / "README.md").is_file()
+    written = json.loads((out / "dataset_description.json").read_text())
+    assert written["BIDSVersion"] == "1.9.0" and written["Authors"] == ["A. Author", "B. Author"]
+    # The check can fail: an image's sidecar without SkullStripped is an error.
+    del side["SkullStripped"]
+    (out / "sub-01/anat/sub-01_desc-restored_T1w.json").write_text(json.dumps(side))
+    again = subprocess.run(
+        [str(_validator()), str(out), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    codes = {i.get("subCode") for i in json.loads(again.stdout)["issues"]["issues"]}
+    assert again.returncode != 0 and "SkullStripped" in codes
 
 
 def test_participant_label_and_suffix_restrict_the_run(dataset, tmp_path, tiny_model_file):

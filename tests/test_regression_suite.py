@@ -104,6 +104,29 @@ def test_floor_is_the_best_baseline_and_losses_beyond_tolerance_fail(reg):
     assert "| a | +2.200 | +2.240 (old) | -0.040 | 0.80 | ok |" in table
 
 
+def test_a_guided_case_may_not_lose_against_its_unguided_twin(reg):
+    assert reg.unguided_twin("flair_x4_gaussian_not-told_guide-stroke_t1") == (
+        "flair_x4_gaussian_not-told"
+    )
+    assert reg.unguided_twin("flair_x4_gaussian_not-told") is None
+    run = _results(
+        "run",
+        {
+            "t2_x4": (2.0, 0.8),
+            "t2_x4_guide-t1": (4.0, 0.8),  # the guide helps
+            "t2_x4_guide-sub": (1.95, 0.8),  # a wrong guide, within 0.1 dB: ok
+            "t2_x8": (1.0, 0.8),
+            "t2_x8_guide-sub": (0.85, 0.8),  # a wrong guide that costs: fails
+        },
+    )
+    verdicts = {v.case: v for v in reg.compare(run, [])}
+    assert not verdicts["t2_x4_guide-t1"].failures
+    assert not verdicts["t2_x4_guide-sub"].failures
+    assert verdicts["t2_x8_guide-sub"].failures == (
+        "-0.150 dB below the same case without its guide",
+    )
+
+
 def test_compare_exit_status_from_the_command_line(reg, tmp_path, capsys):
     base = _write(tmp_path / "base.json", _results("base", {"a": (1.0, 1.0), "b": (2.0, 1.0)}))
     good = _write(tmp_path / "good.json", _results("good", {"a": (0.96, 1.1), "b": (2.3, 1.0)}))

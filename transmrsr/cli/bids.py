@@ -116,6 +116,7 @@ def _job(
     out = output / relative
     side = output / bids.derivative_path(image, ".json")
     thickness: float | str | None = None
+    skull_stripped = bids.inherited_metadata(image, root).get("SkullStripped") is True
     if args.slice_thickness == "auto":
         thickness = bids.slice_thickness_of(image, root)
         if thickness is None:
@@ -138,6 +139,7 @@ def _job(
             guide=guide if result.guide is not None and result.guide_used else None,
             guide_similarity=None if result.guide is None else result.guide.similarity,
             guide_gain_db=result.guide_gain_db,
+            skull_stripped=skull_stripped,
         )
         write_text(side, bids.to_json(content))
 
@@ -215,6 +217,13 @@ def _prepare_output(root: Path, output: Path, jobs: list[Job]) -> None:
         output / "dataset_description.json",
         bids.to_json(bids.dataset_description(root, output)),
     )
+    if not any((output / name).exists() for name in ("README", "README.md", "README.txt")):
+        write_text(output / "README.md", bids.readme(root))
+    ignore = output / ".bidsignore"
+    listed = ignore.read_text(encoding="utf-8").splitlines() if ignore.is_file() else []
+    missing = [name for name in bids.BIDS_IGNORE if name not in listed]
+    if missing:
+        write_text(ignore, "".join(f"{line}\n" for line in [*listed, *missing]))
 
 
 def run(args: argparse.Namespace) -> int:
