@@ -1,5 +1,6 @@
 """DICOM series in: find the series in a folder, refuse what cannot be restored, and stack the
-slices into a :class:`~transmrsr.io.Volume` with the acquired slice thickness from the tags.
+image planes into a :class:`~transmrsr.io.Volume` with the acquired slice thickness from the
+tags.
 
 Read with pydicom, with the geometry computed here from the standard's image plane tags
 (PS3.3 C.7.6.2: ImagePositionPatient, ImageOrientationPatient, PixelSpacing), rather than by
@@ -8,14 +9,33 @@ and meant for Siemens time series). Every refusal below needs the tags anyway: d
 converts localizers, 4-D series and series with missing slices with a warning, where a restore
 must stop. docs/clinical.md records the comparison.
 
+Three kinds of series are read: classic single-frame MR images (one file per slice), enhanced
+MR images and legacy-converted enhanced MR images (multi-frame: one or several files per
+series, each frame placed by its functional groups, PS3.3 C.7.6.16). Both kinds become one list
+of image planes (:class:`_Plane`) before any check, so that a frame is refused exactly where a
+file would be. The enhanced geometry is a handful of functional-group tags (plane orientation,
+plane position, pixel measures, pixel value transformation, frame content), so they are read
+here with pydicom too, not with highdicom: its volume reader would add a dependency and a
+second set of checks that can disagree with the classic reader's.
+
+Compressed pixel data is decoded by pydicom's plugins. pydicom decodes RLE Lossless and
+Deflated Explicit VR Little Endian itself. The JPEG family (JPEG lossless, JPEG-LS, JPEG 2000)
+is decoded by GDCM (``python-gdcm``): BSD licensed, wheels for every platform, and one package
+for all three, where pylibjpeg needs one plugin per codec and its JPEG/JPEG-LS plugin
+(pylibjpeg-libjpeg) is GPLv3. pydicom 3 finds GDCM without configuration and tries it first for
+every JPEG syntax.
+
 Array axes of the volume: 0 along the rows of a slice (increasing column index), 1 down its
-columns (increasing row index), 2 across the slices, in the order of their InstanceNumber (the
-scanner's order; by position where the numbers say nothing). A volume made from a NIfTI file
-slice by slice therefore reads back as that file's array.
+columns (increasing row index), 2 across the slices, in the scanner's order: the InstanceNumber
+of classic files, the InStackPositionNumber (else the frame order) of enhanced frames, and the
+source InstanceNumber that a legacy-converted frame keeps (so that it reads as the series it
+was converted from); by position where the numbers say nothing. A volume made from a NIfTI
+file slice by slice therefore reads back as that file's array.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -24,11 +44,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 
 from transmrsr.errors import TransMRSRError
 from transmrsr.volume import Volume, volume_from_array
@@ -190,8 +213,7 @@ def _floats(value: object, count: int) -> np.ndarray | None:
     return numbers if numbers.shape == (count,) and np.all(np.isfinite(numbers)) else None
 
 
-def _tag_float(dataset: Dataset, keyword: str) -> float | None:
-    value = dataset.get(keyword)
+def _positive_float(value: object) -> float | None:
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -199,16 +221,228 @@ def _tag_float(dataset: Dataset, keyword: str) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def _why_4d(headers: Sequence[Dataset]) -> str:
+def _signed_float(value: object, default: float) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _int(value: object) -> int | None:
+    try:
+        return None if value is None or value == "" else int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line (pydicom's decoders list one line per plugin)."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+#: The tags :func:`_why_4d` reads, by their classic keywords.
+_FOUR_D_KEYWORDS = (
+    "EchoNumbers",
+    "EchoTime",
+    "ImageType",
+    "DiffusionBValue",
+    "TemporalPositionIdentifier",
+    "AcquisitionNumber",
+)
+#: Where a multi-frame file keeps them: (functional group sequence, attribute, classic keyword).
+_FRAME_FOUR_D_TAGS = (
+    ("MREchoSequence", "EffectiveEchoTime", "EchoTime"),
+    ("MRImageFrameTypeSequence", "FrameType", "ImageType"),
+    ("MRDiffusionSequence", "DiffusionBValue", "DiffusionBValue"),
+    ("FrameContentSequence", "TemporalPositionIndex", "TemporalPositionIdentifier"),
+    ("FrameContentSequence", "FrameAcquisitionNumber", "AcquisitionNumber"),
+)
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """One image plane of a series: a single-frame file, or one frame of a multi-frame file,
+    with the tags that place it, scale it and tell a 4-D series. Both kinds of file become
+    these before any check, so that a frame is refused exactly where a file would be."""
+
+    path: Path
+    frame: int | None  # index into the file's frames; None for a single-frame file
+    orientation: np.ndarray | None  # ImageOrientationPatient: row, then column direction
+    position: np.ndarray | None  # ImagePositionPatient of the first pixel
+    pixel_spacing: np.ndarray | None  # PixelSpacing: between rows, between columns
+    shape: tuple[int, int]  # Rows, Columns
+    rank: tuple[int, ...] | None  # the scanner's order (see _frame_planes)
+    slope: float  # RescaleSlope
+    intercept: float  # RescaleIntercept
+    thickness: float | None  # SliceThickness
+    spacing_tag: float | None  # SpacingBetweenSlices
+    stack: str | None  # StackID of a frame
+    tags: dict[str, Any]  # what _why_4d reads, by classic keyword
+
+    @property
+    def name(self) -> str:
+        """How messages name it: its file, and its frame (counted from 1, as the standard
+        does) in a multi-frame file."""
+        return str(self.path) if self.frame is None else f"{self.path} frame {self.frame + 1}"
+
+
+def _shape(header: Dataset) -> tuple[int, int]:
+    return (_int(header.get("Rows")) or 0, _int(header.get("Columns")) or 0)
+
+
+def _is_multi_frame(header: Dataset) -> bool:
+    return (
+        "PerFrameFunctionalGroupsSequence" in header
+        or "SharedFunctionalGroupsSequence" in header
+        or (_int(header.get("NumberOfFrames")) or 1) > 1
+    )
+
+
+def _file_plane(path: Path, header: Dataset) -> _Plane:
+    """A classic single-frame file as a plane: its image plane and pixel tags."""
+    number = _int(header.get("InstanceNumber"))
+    return _Plane(
+        path=path,
+        frame=None,
+        orientation=_floats(header.get("ImageOrientationPatient"), 6),
+        position=_floats(header.get("ImagePositionPatient"), 3),
+        pixel_spacing=_floats(header.get("PixelSpacing"), 2),
+        shape=_shape(header),
+        rank=None if number is None else (number,),
+        slope=_signed_float(header.get("RescaleSlope"), 1.0),
+        intercept=_signed_float(header.get("RescaleIntercept"), 0.0),
+        thickness=_positive_float(header.get("SliceThickness")),
+        spacing_tag=_positive_float(header.get("SpacingBetweenSlices")),
+        stack=None,
+        tags={k: header.get(k) for k in _FOUR_D_KEYWORDS if header.get(k) is not None},
+    )
+
+
+def _group_value(groups: Sequence[Dataset], sequence: str, keyword: str) -> object:
+    """An attribute of a functional group macro, from the first of ``groups`` that has it."""
+    for group in groups:
+        for item in group.get(sequence) or ():
+            value = item.get(keyword)
+            if value is not None and not (isinstance(value, str) and value == ""):
+                return value
+    return None
+
+
+def _frame_4d_tags(own: list[Dataset], shared: list[Dataset], header: Dataset) -> dict[str, Any]:
+    """The tags :func:`_why_4d` reads, for one frame, by their classic keywords: from the
+    frame's macros (MR Echo, MR Image Frame Type, MR Diffusion, Frame Content), else from a
+    legacy-converted file's unassigned attributes, else from the file's top level."""
+    tags: dict[str, Any] = {}
+    for keyword in _FOUR_D_KEYWORDS:
+        found = None
+        for sequence, attribute, classic in _FRAME_FOUR_D_TAGS:
+            if classic == keyword and found is None:
+                found = _group_value([*own, *shared], sequence, attribute)
+        if found is None:
+            found = _group_value(own, "UnassignedPerFrameConvertedAttributesSequence", keyword)
+        if found is None:
+            found = _group_value(shared, "UnassignedSharedConvertedAttributesSequence", keyword)
+        if found is None:
+            found = header.get(keyword)
+        if found is not None:
+            tags[keyword] = found
+    return tags
+
+
+def _frame_planes(path: Path, header: Dataset) -> list[_Plane]:
+    """The frames of an enhanced or legacy-converted enhanced file as planes, from their
+    functional groups (PS3.3 C.7.6.16). A macro may sit in the per-frame group (where frames
+    differ) or in the shared group (where they do not): the per-frame group is read first.
+    Legacy-converted files keep the classic tags that have no macro (EchoNumbers...) in their
+    "unassigned converted attributes" sequences, which are read after the macros."""
+    count = _int(header.get("NumberOfFrames")) or 1
+    per_frame = list(header.get("PerFrameFunctionalGroupsSequence") or ())
+    shared = list(header.get("SharedFunctionalGroupsSequence") or ())[:1]
+    if not per_frame and not shared:
+        raise TransMRSRError(
+            f"{path}: holds {count} frames without functional groups (not an enhanced MR "
+            "image), so its frames cannot be placed; convert it with dcm2niix"
+        )
+    if per_frame and len(per_frame) != count:
+        raise TransMRSRError(
+            f"{path}: NumberOfFrames says {count} but it has {len(per_frame)} per-frame "
+            "functional groups; the file is damaged, export the series again"
+        )
+    file_number = _int(header.get("InstanceNumber")) or 0
+    shape = _shape(header)
+    planes = []
+    for index in range(count):
+        own = per_frame[index : index + 1]
+        value = functools.partial(_group_value, [*own, *shared])
+        # The scanner's order: a legacy-converted frame keeps its source file's InstanceNumber
+        # (the converter numbers InStackPositionNumber by position, whichever way the scanner
+        # went); an enhanced frame has its InStackPositionNumber; else the frame order.
+        source = _int(
+            _group_value(own, "UnassignedPerFrameConvertedAttributesSequence", "InstanceNumber")
+        )
+        in_stack = _int(value("FrameContentSequence", "InStackPositionNumber"))
+        rank = next(((n,) for n in (source, in_stack) if n is not None), (file_number, index))
+        stack = value("FrameContentSequence", "StackID")
+        slope = value("PixelValueTransformationSequence", "RescaleSlope")
+        intercept = value("PixelValueTransformationSequence", "RescaleIntercept")
+        planes.append(
+            _Plane(
+                path=path,
+                frame=index,
+                orientation=_floats(
+                    value("PlaneOrientationSequence", "ImageOrientationPatient"), 6
+                ),
+                position=_floats(value("PlanePositionSequence", "ImagePositionPatient"), 3),
+                pixel_spacing=_floats(value("PixelMeasuresSequence", "PixelSpacing"), 2),
+                shape=shape,
+                rank=rank,
+                slope=_signed_float(header.get("RescaleSlope") if slope is None else slope, 1.0),
+                intercept=_signed_float(
+                    header.get("RescaleIntercept") if intercept is None else intercept, 0.0
+                ),
+                thickness=_positive_float(value("PixelMeasuresSequence", "SliceThickness")),
+                spacing_tag=_positive_float(value("PixelMeasuresSequence", "SpacingBetweenSlices")),
+                stack=None if stack is None else str(stack),
+                tags=_frame_4d_tags(own, shared, header),
+            )
+        )
+    return planes
+
+
+def _planes(series: DicomSeries) -> list[_Plane]:
+    """Every image plane of the series: its single-frame files and the frames of its
+    multi-frame files. Frames of several stacks (StackID) are refused here: each stack is a
+    volume of its own (a multi-stack spine or a 3-plane scan), and one output holds one."""
+    planes: list[_Plane] = []
+    for path, header in zip(series.files, series.headers, strict=True):
+        if _is_multi_frame(header):
+            planes.extend(_frame_planes(path, header))
+        else:
+            planes.append(_file_plane(path, header))
+    stacks = sorted({p.stack for p in planes if p.stack is not None})
+    if len(stacks) > 1:
+        named = ", ".join(stacks[:6]) + (", ..." if len(stacks) > 6 else "")
+        raise TransMRSRError(
+            f"{series.label}: holds {len(stacks)} stacks of frames (StackID {named}); "
+            "transmrsr restores one stack per series: export each stack as a series of its own"
+        )
+    return planes
+
+
+def _why_4d(tags: Sequence[dict[str, Any]]) -> str:
     """What makes several images share a slice position: echoes, b-values, time points."""
 
     def distinct(keyword: str) -> int:
-        return len({str(h.get(keyword)) for h in headers if h.get(keyword) is not None})
+        return len({str(t.get(keyword)) for t in tags if t.get(keyword) is not None})
 
     if distinct("EchoNumbers") > 1 or distinct("EchoTime") > 1:
         return f"multi-echo, {max(distinct('EchoNumbers'), distinct('EchoTime'))} echoes"
-    diffusion = any("DIFFUSION" in (h.get("ImageType") or []) for h in headers)
-    if diffusion or distinct("DiffusionBValue") > 1 or "DiffusionBValue" in headers[0]:
+    diffusion = any("DIFFUSION" in (t.get("ImageType") or []) for t in tags)
+    if diffusion or distinct("DiffusionBValue") > 1 or "DiffusionBValue" in tags[0]:
         return "diffusion-weighted"
     if distinct("TemporalPositionIdentifier") > 1 or distinct("AcquisitionNumber") > 1:
         return "a time series"
@@ -216,9 +450,9 @@ def _why_4d(headers: Sequence[Dataset]) -> str:
 
 
 def check_series_kind(series: DicomSeries) -> None:
-    """Refuse a series that is not a scan to restore: not MR, a localizer, multi-frame or not
-    greyscale. Separate from :func:`load_series`'s geometry checks because a cohort skips
-    such series (a study export holds localizers) where it counts a broken one as failed.
+    """Refuse a series that is not a scan to restore: not MR, a localizer or not greyscale.
+    Separate from :func:`load_series`'s geometry checks because a cohort skips such series (a
+    study export holds localizers) where it counts a broken one as failed.
 
     Raises:
         TransMRSRError: naming the series and what it is.
@@ -233,42 +467,43 @@ def check_series_kind(series: DicomSeries) -> None:
     text = f"{series.description} {first.get('ProtocolName', '')}"
     if "LOCALIZER" in image_type or LOCALIZER_WORDS.search(text):
         raise TransMRSRError(f"{series.label}: is a localizer/scout series, not a scan to restore")
-    if any(int(h.get("NumberOfFrames", 1) or 1) > 1 for h in series.headers):
-        raise TransMRSRError(
-            f"{series.label}: is an enhanced multi-frame DICOM, which transmrsr does not read; "
-            "convert it with dcm2niix and restore the NIfTI"
-        )
     if int(first.get("SamplesPerPixel", 1) or 1) != 1:
         raise TransMRSRError(f"{series.label}: holds colour images, not MR magnitude images")
 
 
 @dataclass(frozen=True)
 class _Geometry:
-    order: list[int]  # indices into the series' files, slice by slice
+    order: list[int]  # indices into the planes, slice by slice
     affine: np.ndarray  # RAS+ voxel-to-world
     spacing: float  # mm between slice centres
 
 
-def _geometry(series: DicomSeries) -> _Geometry:
+def _placement(plane: _Plane) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A plane's ImageOrientationPatient, ImagePositionPatient and PixelSpacing; a plane
+    without one of them cannot be placed."""
+    orientation, position, pixel = plane.orientation, plane.position, plane.pixel_spacing
+    if orientation is None or position is None or pixel is None:
+        keyword = next(
+            k
+            for k, v in (
+                ("ImageOrientationPatient", orientation),
+                ("ImagePositionPatient", position),
+                ("PixelSpacing", pixel),
+            )
+            if v is None
+        )
+        raise TransMRSRError(f"{plane.name}: no valid {keyword}; cannot place the slice")
+    return orientation, position, pixel
+
+
+def _geometry(label: str, planes: Sequence[_Plane]) -> _Geometry:
     """Slice order and voxel-to-world affine from the image plane tags, with the checks that
-    the slices form one regular grid (else: 4-D, mixed acquisitions, missing slices)."""
-    label = series.label
-    orientations, positions, spacings, shapes = [], [], [], set()
-    for path, header in zip(series.files, series.headers, strict=True):
-        orientation = _floats(header.get("ImageOrientationPatient"), 6)
-        position = _floats(header.get("ImagePositionPatient"), 3)
-        pixel = _floats(header.get("PixelSpacing"), 2)
-        for keyword, value in (
-            ("ImageOrientationPatient", orientation),
-            ("ImagePositionPatient", position),
-            ("PixelSpacing", pixel),
-        ):
-            if value is None:
-                raise TransMRSRError(f"{path}: no valid {keyword}; cannot place the slice")
-        orientations.append(orientation)
-        positions.append(position)
-        spacings.append(pixel)
-        shapes.add((int(header.get("Rows", 0)), int(header.get("Columns", 0))))
+    the planes form one regular grid (else: 4-D, mixed acquisitions, missing slices)."""
+    placed = [_placement(plane) for plane in planes]
+    orientations = [o for o, _, _ in placed]
+    positions = [p for _, p, _ in placed]
+    spacings = [s for _, _, s in placed]
+    shapes = {p.shape for p in planes}
     orientation, pixel = orientations[0], spacings[0]
     if any(np.abs(o - orientation).max() > 1e-4 for o in orientations) or any(
         np.abs(p - pixel).max() > SPACING_TOLERANCE * pixel.min() for p in spacings
@@ -286,13 +521,13 @@ def _geometry(series: DicomSeries) -> _Geometry:
     along = np.array([float(p @ normal) for p in positions])
     by_position = np.argsort(along, kind="stable")
     sorted_along = along[by_position]
-    if len(series.files) < 2:
+    if len(planes) < 2:
         raise TransMRSRError(f"{label}: has a single slice; a volume needs several")
     steps = np.diff(sorted_along)
     if np.any(steps < POSITION_TOLERANCE):
-        same = [series.headers[i] for i in by_position]
+        same = [planes[i].tags for i in by_position]
         raise TransMRSRError(
-            f"{label}: is 4-D ({_why_4d(same)}: {len(series.files)} images at "
+            f"{label}: is 4-D ({_why_4d(same)}: {len(planes)} images at "
             f"{len(np.unique(np.round(along / POSITION_TOLERANCE)))} slice positions); give "
             "one 3-D series"
         )
@@ -305,12 +540,9 @@ def _geometry(series: DicomSeries) -> _Geometry:
             f"slices, {spacing:.4g} mm between the others): missing slices?"
         )
     order = [int(i) for i in by_position]
-    numbers = [series.headers[i].get("InstanceNumber") for i in order]
-    try:
-        ranks = [int(n) for n in numbers]  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        ranks = []
-    if len(set(ranks)) == len(order) and all(b < a for a, b in itertools.pairwise(ranks)):
+    ranks = [planes[i].rank for i in order]
+    known = [r for r in ranks if r is not None]
+    if len(set(known)) == len(order) and all(b < a for a, b in itertools.pairwise(known)):
         order.reverse()  # the scanner numbered them against the normal: keep its order
     first = positions[order[0]]
     step = (positions[order[-1]] - first) / (len(order) - 1)
@@ -329,31 +561,82 @@ def _geometry(series: DicomSeries) -> _Geometry:
     return _Geometry(order, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, spacing)
 
 
-def _pixels(path: Path, label: str) -> np.ndarray:
-    """One slice's stored values with RescaleSlope/RescaleIntercept applied, as (columns,
-    rows): the volume's axes 0 and 1."""
+#: High-throughput JPEG 2000: decoded by pylibjpeg-openjpeg, not by GDCM.
+_HTJ2K = frozenset({uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K})
+_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, AttributeError)
+
+
+def _missing_decoder(syntax: uid.UID) -> str | None:
+    """What to do when no installed plugin decodes ``syntax``; ``None`` when one does (or it
+    needs none)."""
+    try:
+        if not syntax.is_compressed:
+            return None
+        decoder = get_decoder(syntax)
+    except (ValueError, NotImplementedError):
+        return f"pydicom has no decoder for {syntax.name or syntax}; convert it with dcm2niix"
+    if decoder.is_available:
+        return None
+    package = "pylibjpeg pylibjpeg-openjpeg" if syntax in _HTJ2K else "python-gdcm"
+    return f"no decoder for {syntax.name} is installed; pip install {package}"
+
+
+def _stored_values(path: Path, label: str) -> tuple[np.ndarray, Dataset]:
+    """One file's stored values as pydicom decodes them, (rows, columns) for one frame and
+    (frames, rows, columns) for several, with its dataset. Compressed data is decoded by the
+    first installed plugin that can (GDCM for the JPEG family, see the module docstring)."""
     try:
         dataset = pydicom.dcmread(path, force=True)
-        array = np.asarray(dataset.pixel_array, dtype=np.float64)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, AttributeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "decoder" in reason.lower() or "plugin" in reason.lower():
-            reason += "; pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or convert "
-            reason += "with dcm2niix"
-        raise TransMRSRError(f"{path}: cannot read the pixel data of {label} ({reason})") from None
-    if array.ndim != 2:
-        raise TransMRSRError(f"{path}: pixel data of shape {array.shape} is not one slice")
-    slope = _signed_float(dataset.get("RescaleSlope"), 1.0)
-    intercept = _signed_float(dataset.get("RescaleIntercept"), 0.0)
-    return (array * slope + intercept).T
-
-
-def _signed_float(value: object, default: float) -> float:
+    except _READ_ERRORS as exc:
+        raise TransMRSRError(
+            f"{path}: cannot read the pixel data of {label} ({_reason(exc)})"
+        ) from None
+    syntax = getattr(dataset, "file_meta", Dataset()).get("TransferSyntaxUID")
+    advice = None if syntax is None else _missing_decoder(uid.UID(str(syntax)))
+    if advice is not None:
+        raise TransMRSRError(f"{path}: cannot decode the pixel data of {label}: {advice}")
     try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-    return number if math.isfinite(number) else default
+        array = np.asarray(dataset.pixel_array)
+    except (*_READ_ERRORS, RuntimeError, NotImplementedError) as exc:
+        raise TransMRSRError(
+            f"{path}: cannot read the pixel data of {label} ({_reason(exc)})"
+        ) from None
+    return array, dataset
+
+
+def _plane_values(planes: Sequence[_Plane], label: str) -> np.ndarray:
+    """The planes' values with RescaleSlope/RescaleIntercept applied, stacked along axis 2 as
+    (columns, rows, planes): the volume's axes. A multi-frame file is decoded once, for all
+    of its frames."""
+    decoded: dict[Path, np.ndarray] = {}
+    slices = []
+    for plane in planes:
+        if plane.frame is None:
+            values, _ = _stored_values(plane.path, label)
+            if values.ndim != 2:
+                raise TransMRSRError(
+                    f"{plane.path}: pixel data of shape {values.shape} is not one slice"
+                )
+        else:
+            if plane.path not in decoded:
+                frames, dataset = _stored_values(plane.path, label)
+                count = _int(dataset.get("NumberOfFrames")) or 1
+                if frames.ndim == 2 and count == 1:
+                    frames = frames[np.newaxis]
+                if frames.ndim != 3 or frames.shape[0] != count:
+                    raise TransMRSRError(
+                        f"{plane.path}: pixel data of shape {frames.shape} is not "
+                        f"{count} frames (NumberOfFrames)"
+                    )
+                decoded[plane.path] = frames
+            values = decoded[plane.path][plane.frame]
+        if values.shape != plane.shape:
+            raise TransMRSRError(
+                f"{plane.name}: pixel data of shape {values.shape}, where Rows and Columns "
+                f"say {plane.shape}"
+            )
+        slices.append((values.astype(np.float64) * plane.slope + plane.intercept).T)
+    return np.stack(slices, axis=2)
 
 
 def load_series(series: DicomSeries, *, require_signal: bool = True) -> Volume:
@@ -365,15 +648,16 @@ def load_series(series: DicomSeries, *, require_signal: bool = True) -> Volume:
     is logged.
 
     Raises:
-        TransMRSRError: for a series that is not MR, a localizer, 4-D, missing slices, or has
-            a file whose pixels cannot be read.
+        TransMRSRError: for a series that is not MR, a localizer, of several stacks, 4-D,
+            missing slices, or has a file whose pixels cannot be read.
     """
     check_series_kind(series)
-    geometry = _geometry(series)
-    slices = [_pixels(series.files[i], series.label) for i in geometry.order]
-    data = np.stack(slices, axis=2)
-    first = series.first
-    written = _tag_float(first, "SpacingBetweenSlices")
+    planes = _planes(series)
+    geometry = _geometry(series.label, planes)
+    ordered = [planes[i] for i in geometry.order]
+    data = _plane_values(ordered, series.label)
+    first = ordered[0]
+    written = first.spacing_tag
     if written is not None and abs(written - geometry.spacing) > SPACING_TOLERANCE * written:
         log.warning(
             "%s: SpacingBetweenSlices says %.4g mm but the slice positions are %.4g mm apart; "
@@ -382,7 +666,7 @@ def load_series(series: DicomSeries, *, require_signal: bool = True) -> Volume:
             written,
             geometry.spacing,
         )
-    thickness = _tag_float(first, "SliceThickness")
+    thickness = first.thickness
     gap = None
     if thickness is not None and abs(thickness - geometry.spacing) > (
         THICKNESS_TOLERANCE * geometry.spacing
@@ -402,7 +686,7 @@ def load_series(series: DicomSeries, *, require_signal: bool = True) -> Volume:
         require_signal=require_signal,
     )
     volume.slice_thickness = gap
-    log.debug("%s: %d slices, %s", series.label, len(slices), "".join(volume.axcodes))
+    log.debug("%s: %d slices, %s", series.label, len(ordered), "".join(volume.axcodes))
     return volume
 
 
