@@ -183,7 +183,7 @@ def test_a_truncated_file_is_named_as_unreadable(tmp_path):
         load_volume(tmp_path / "s")
 
 
-def test_a_study_folder_restores_every_series_and_skips_localizers(
+def test_a_study_folder_restores_every_series_and_skips_localizers_and_diffusion(
     tiny_model_file, tmp_path, caplog
 ):
     study = tmp_path / "study"
@@ -191,6 +191,18 @@ def test_a_study_folder_restores_every_series_and_skips_localizers(
     write_dicom_series(study / "a", scan(), affine, series_number=2, description="T1 AX 4mm")
     write_dicom_series(study / "b", scan(seed=1), affine, series_number=5, description="T2 TSE")
     write_dicom_series(study / "loc", scan(), affine, series_number=1, description="localizer")
+    # A diffusion series beside the anatomy: two volumes at every slice position.
+    for volume, prefix in ((0, "A"), (1, "B")):
+        write_dicom_series(
+            study / "dwi",
+            scan(seed=2 + volume),
+            affine,
+            series_number=7,
+            description="DTI",
+            series_uid="1.2.826.0.1.3680043.8.498.79",
+            image_type=("ORIGINAL", "PRIMARY", "DIFFUSION"),
+            prefix=prefix,
+        )
     (study / "DICOMDIR.txt").write_text("not dicom")
     out_dir = tmp_path / "out"
     args = ["restore", str(study), "--out-dir", str(out_dir), "--model", str(tiny_model_file)]
@@ -200,6 +212,7 @@ def test_a_study_folder_restores_every_series_and_skips_localizers(
         "T2_TSE_s005_restored.nii.gz",
     ]
     assert "skipped: " in caplog.text and "localizer/scout" in caplog.text
+    assert "series 7 'DTI': is 4-D (diffusion-weighted" in caplog.text
     series = dicom.find_series(study)
-    assert [s.number for s in series] == [1, 2, 5]
+    assert [s.number for s in series] == [1, 2, 5, 7]
     assert nib.load(out_dir / "T2_TSE_s005_restored.nii.gz").shape == (32, 32, 32)

@@ -263,6 +263,12 @@ _FRAME_FOUR_D_TAGS = (
 )
 
 
+class SeriesKindError(TransMRSRError):
+    """A series that is no 3-D scan to restore (4-D, several stacks), told apart from a
+    broken one: a study folder restored with ``--out-dir`` skips it with its reason, as it
+    skips localizers, where a broken series counts as failed."""
+
+
 @dataclass(frozen=True)
 class _Plane:
     """One image plane of a series: a single-frame file, or one frame of a multi-frame file,
@@ -426,7 +432,7 @@ def _planes(series: DicomSeries) -> list[_Plane]:
     stacks = sorted({p.stack for p in planes if p.stack is not None})
     if len(stacks) > 1:
         named = ", ".join(stacks[:6]) + (", ..." if len(stacks) > 6 else "")
-        raise TransMRSRError(
+        raise SeriesKindError(
             f"{series.label}: holds {len(stacks)} stacks of frames (StackID {named}); "
             "transmrsr restores one stack per series: export each stack as a series of its own"
         )
@@ -450,9 +456,11 @@ def _why_4d(tags: Sequence[dict[str, Any]]) -> str:
 
 
 def check_series_kind(series: DicomSeries) -> None:
-    """Refuse a series that is not a scan to restore: not MR, a localizer or not greyscale.
-    Separate from :func:`load_series`'s geometry checks because a cohort skips such series (a
-    study export holds localizers) where it counts a broken one as failed.
+    """Refuse a series that is not a scan to restore: not MR, a localizer, not greyscale,
+    4-D (diffusion, echoes, time points) or of several stacks (:class:`SeriesKindError`),
+    from the headers alone. Separate from :func:`load_series`'s other checks because a cohort
+    skips such series (a study export holds localizers and diffusion series beside the
+    anatomy) where it counts a broken one as failed.
 
     Raises:
         TransMRSRError: naming the series and what it is.
@@ -469,6 +477,12 @@ def check_series_kind(series: DicomSeries) -> None:
         raise TransMRSRError(f"{series.label}: is a localizer/scout series, not a scan to restore")
     if int(first.get("SamplesPerPixel", 1) or 1) != 1:
         raise TransMRSRError(f"{series.label}: holds colour images, not MR magnitude images")
+    try:
+        _geometry(series.label, _planes(series))
+    except SeriesKindError:
+        raise
+    except TransMRSRError:
+        pass  # a broken series: load_series says what is wrong, and a cohort counts it failed
 
 
 @dataclass(frozen=True)
@@ -526,7 +540,7 @@ def _geometry(label: str, planes: Sequence[_Plane]) -> _Geometry:
     steps = np.diff(sorted_along)
     if np.any(steps < POSITION_TOLERANCE):
         same = [planes[i].tags for i in by_position]
-        raise TransMRSRError(
+        raise SeriesKindError(
             f"{label}: is 4-D ({_why_4d(same)}: {len(planes)} images at "
             f"{len(np.unique(np.round(along / POSITION_TOLERANCE)))} slice positions); give "
             "one 3-D series"
