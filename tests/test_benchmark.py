@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import oriented_affine, phantom
+from test_synthetic import write_label_maps, write_tables
 
 from transmrsr.cli.main import main
 from transmrsr.errors import TransMRSRError
@@ -37,7 +38,7 @@ def phantom_data(tmp_path) -> Path:
     return folder
 
 
-def _run(data: Path, out: Path, *extra: str) -> int:
+def _run(data: Path, out: Path, *extra: str, methods: str = METHOD_LIST) -> int:
     return main(
         [
             "benchmark",
@@ -48,7 +49,7 @@ def _run(data: Path, out: Path, *extra: str) -> int:
             "--config",
             "tiny",
             "--methods",
-            METHOD_LIST,
+            methods,
             "--budget-steps",
             "2",
             "--prior-steps",
@@ -109,6 +110,68 @@ def test_tiny_benchmark_writes_the_whole_report(phantom_data, tmp_path, monkeypa
         assert a["psnr_paper"] == pytest.approx(b["psnr_paper"], abs=1e-9)
         redone = (a["volume"], a["factor"], a["method"]) == (test_name, 4.0, "edsr")
         assert (a["seconds"] == b["seconds"]) != redone
+
+
+@pytest.mark.slow
+def test_minet_is_scored_on_held_out_guided_heads_only(phantom_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "atropos_available", lambda: False)
+    labels = write_label_maps(write_tables(tmp_path / "labels"), 3)
+    out = tmp_path / "bench"
+    extra = ["--synthetic", str(labels), "--synthetic-count", "2", "--synthetic-heads", "2"]
+    assert _run(phantom_data, out, *extra, methods="cubic,edsr,minet") == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    heads = {r["volume"] for r in rows if r.get("guided_head")}
+    assert heads == {"synth-head-0", "synth-head-1"}
+    # MINet: a row per guided head and factor, none on the real volume (it has no guide).
+    minet = [r for r in rows if r["method"] == "minet"]
+    assert {(r["volume"], r["factor"]) for r in minet} == {(h, f) for h in heads for f in (2, 4)}
+    # Every method restores the guided heads too; the unguided ones also the real volume.
+    for method in ("cubic", "edsr"):
+        scored = {r["volume"] for r in rows if r["method"] == method}
+        assert heads < scored and len(scored) == 3
+    assert all(np.isfinite(r["psnr_paper"]) for r in rows)
+    # The same budget; MINet trained as `train --arch minet --guide-contrast t1` does, on the
+    # heads of the label maps the held-out heads are not made from.
+    assert {n: c["steps"] for n, c in results["training"].items()} == {"edsr": 2, "minet": 2}
+    run = json.loads((out / "runs" / "minet" / "synthetic.json").read_text())
+    assert len(run["train"]) == 1 and len(run["val"]) == 2
+    assert json.loads((out / "runs" / "minet" / "config.json").read_text())["arch"] == "minet"
+    report = (out / "report.md").read_text()
+    main_table = report.split("## x4")[1].split("##")[0]
+    assert "| MINet | - | - | - | - |  |" in main_table  # no score on the real volume
+    guided = report.split("## Guided synthetic heads")[1].split("##")[0]
+    assert "scored on these only" in guided
+    for label in ("Cubic", "EDSR", "MINet"):
+        assert guided.count(f"| {label} |") == 2  # one row per factor
+    assert (out / "fig_synth-head-0_x4.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [("cubic,minet", "--synthetic LABELS_DIR"), ("cubic,edsr,minet", "--synthetic LABELS_DIR")],
+)
+def test_minet_without_labels_is_a_one_line_error(phantom_data, tmp_path, capsys, methods, message):
+    assert _run(phantom_data, tmp_path / "bench", methods=methods) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_all_leaves_minet_out_without_labels(tmp_path, caplog):
+    settings = BenchmarkSettings(methods="all", budget_steps=1)
+    assert "minet" not in settings.methods and "edsr" in settings.methods
+    assert "MINet left out" in caplog.text
+    labels = write_label_maps(write_tables(tmp_path / "labels"), 3)
+    with_labels = BenchmarkSettings(budget_steps=1, synthetic=str(labels))
+    assert with_labels.methods == tuple(METHODS) and with_labels.guided
+    synthetic = benchmark.synthetic_config(with_labels)
+    assert synthetic.ratio == 1.0 and synthetic.guide.contrast == "t1" and synthetic.val_heads
+    heads = benchmark.guided_heads(dataclasses.replace(with_labels, synthetic_heads=1))
+    assert [h.name for h in heads] == ["synth-head-0"]
+    assert heads[0].guide.shape == heads[0].volume.shape
+    assert not np.array_equal(heads[0].guide.data, heads[0].volume.data)
+    with pytest.raises(TransMRSRError, match="cannot keep"):
+        benchmark.synthetic_config(dataclasses.replace(with_labels, synthetic_val_maps=3))
 
 
 def test_methods_and_settings_are_checked():

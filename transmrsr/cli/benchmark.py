@@ -17,6 +17,7 @@ from transmrsr.evaluation.benchmark import (
     BenchmarkSettings,
     HeldOutVolume,
     run_benchmark,
+    synthetic_config,
 )
 from transmrsr.evaluation.figures import methods_figure
 from transmrsr.evaluation.report import write_report
@@ -24,6 +25,7 @@ from transmrsr.geometry import resolve_axis
 from transmrsr.training.config import SR_PRESETS
 from transmrsr.training.distributed import setup
 from transmrsr.training.runs import select_data
+from transmrsr.training.synthetic import CONTRASTS
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "write a report",
         description=(
             "Trains every learned method with the same pipeline, split and budget, restores the "
-            "held-out volumes (the split's test subjects and the MNI152 template), scores them "
+            "held-out volumes (the split's test subjects and the MNI152 template; with "
+            "--synthetic, guided synthetic heads for MINet), scores them "
             "(paper-protocol and brain-masked PSNR/SSIM; GM/WM/CSF Dice of ANTs Atropos "
             "segmentations when antspyx is installed) and writes report.md, results.json and "
             "figures to --out. Rerunning continues an interrupted benchmark."
@@ -91,6 +94,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="test volumes are brain-extracted: their foreground is the brain mask (Dice)",
     )
+    guided = parser.add_argument_group(
+        "guided methods (MINet)",
+        "MINet restores with a guide of another contrast of the same head: it trains on guided "
+        "synthetic heads (as train --arch minet --synthetic DIR --guide-contrast C) and is "
+        "scored on held-out guided synthetic heads (synth-head-N, made from label maps its "
+        "training keeps out), which every method restores too",
+    )
+    guided.add_argument(
+        "--synthetic",
+        metavar="DIR",
+        help="label maps and their tables (SynthSeg layout, as for train --synthetic); without "
+        "it, all leaves MINet out",
+    )
+    guided.add_argument(
+        "--synthetic-contrast",
+        choices=CONTRASTS,
+        default="t1",
+        help="contrast of the heads made thick (default t1)",
+    )
+    guided.add_argument(
+        "--guide-contrast", choices=CONTRASTS, default="t1", help="their guides' (default t1)"
+    )
+    guided.add_argument(
+        "--synthetic-count",
+        type=int_at_least(1),
+        default=40,
+        metavar="N",
+        help="heads in MINet's training pool (default 40)",
+    )
+    guided.add_argument(
+        "--synthetic-val-maps",
+        type=int_at_least(1),
+        default=2,
+        metavar="N",
+        help="label maps kept out of training for the validation and held-out heads (default 2)",
+    )
+    guided.add_argument(
+        "--synthetic-heads",
+        type=int_at_least(1),
+        default=4,
+        metavar="N",
+        help="held-out guided heads scored (default 4)",
+    )
     parser.add_argument("--samples-per-epoch", type=int_at_least(1), metavar="N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -133,7 +179,15 @@ def run(args: argparse.Namespace) -> int:
         skull_stripped=args.skull_stripped,
         samples_per_epoch=args.samples_per_epoch,
         seed=args.seed,
+        synthetic=args.synthetic,
+        synthetic_contrast=args.synthetic_contrast,
+        guide_contrast=args.guide_contrast,
+        synthetic_count=args.synthetic_count,
+        synthetic_val_maps=args.synthetic_val_maps,
+        synthetic_heads=args.synthetic_heads,
     )
+    if settings.guided:
+        synthetic_config(settings)  # check the label folder before the data is read
     notes = ""
     if args.notes_file:
         try:

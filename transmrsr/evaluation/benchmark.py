@@ -19,6 +19,14 @@ A benchmark is resumable: each method's run lives in ``OUT/runs/NAME`` and a fin
 not retrained; a killed one continues from its checkpoint (its wall-time clock restarts).
 Each restored and scored (volume, factor, method) is kept in ``OUT/scores`` and reused while
 the settings are unchanged, so rerunning after a crash, or to retitle the report, is quick.
+
+MINet (multi-contrast SR, Feng et al. 2021) restores a thick plane with a guide plane of
+another contrast of the same head, so it trains as ``transmrsr train --arch minet
+--guide-contrast`` does, on guided synthetic heads made from label maps (``synthetic``), and is
+scored on held-out guided synthetic heads (``synth-head-N``) made from the anatomies its
+training keeps out: each a volume in the synthetic contrast, made thick, with its guide.
+Every method restores those volumes too (the unguided ones without the guide), so MINet's rows
+compare on the same volumes; it has no score on the real held-out volumes, which have no guide.
 """
 
 from __future__ import annotations
@@ -47,7 +55,12 @@ from transmrsr.evaluation.segmentation import (
     tissue_dice,
 )
 from transmrsr.geometry import grid_overlap, resolve_axis
-from transmrsr.inference.restore import LoadedModel, load_model, restore_volume
+from transmrsr.inference.restore import (
+    LoadedModel,
+    guide_channels,
+    load_model,
+    restore_volume,
+)
 from transmrsr.interpolation import upsample
 from transmrsr.io import Volume, atomic_path, load_volume, voxel_sizes
 from transmrsr.training.centroids import add_centroids_to_prior
@@ -57,6 +70,15 @@ from transmrsr.training.distributed import DistContext
 from transmrsr.training.prior import train_prior
 from transmrsr.training.runs import RunData, prepare_out, write_json
 from transmrsr.training.sr import train_sr
+from transmrsr.training.synthetic import (
+    CONTRASTS,
+    HeadConfig,
+    LabelTables,
+    SyntheticConfig,
+    discover_label_maps,
+    generate_pool,
+    split_label_maps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +86,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Method:
     """A row of the comparison: a network (``arch``; ``None`` = cubic interpolation) and the
-    TransMRSR config switches of an ablation."""
+    TransMRSR config switches of an ablation; ``guided``: the network takes a guide of another
+    contrast (trained and scored on guided synthetic heads only)."""
 
     name: str
     label: str
     arch: str | None
     ablation: dict[str, bool] = field(default_factory=dict)
+    guided: bool = False
 
     @property
     def needs_prior(self) -> bool:
@@ -88,9 +112,25 @@ METHODS: dict[str, Method] = {
         Method("transmrsr-nosdt", "TransMRSR w/o SDT", "transmrsr", {"use_sdt": False}),
         Method("transmrsr-nomref", "TransMRSR w/o MREF", "transmrsr", {"use_mref": False}),
         Method("transmrsr-noskip", "TransMRSR w/o skip", "transmrsr", {"use_skip": False}),
+        Method("minet", "MINet", "minet", guided=True),
     )
 }
 ABLATIONS = tuple(name for name in METHODS if name.startswith("transmrsr-"))
+GUIDED = tuple(name for name, m in METHODS.items() if m.guided)
+#: Added to the seed for the held-out guided heads, so that they are neither the training
+#: pool's heads nor the guided run's validation heads (``VALIDATION_SEED_OFFSET``).
+HELD_OUT_SEED_OFFSET = 200_017
+#: The name of the ``i``-th held-out guided synthetic head.
+SYNTH_HEAD = "synth-head-{}"
+#: Settings that only matter for guided methods (left out of the score cache's stamp without them).
+SYNTHETIC_SETTINGS = (
+    "synthetic",
+    "synthetic_contrast",
+    "guide_contrast",
+    "synthetic_count",
+    "synthetic_val_maps",
+    "synthetic_heads",
+)
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -127,11 +167,20 @@ class BenchmarkSettings:
             mask and tissue Dice is computed for them too.
         samples_per_epoch: planes per epoch (validation cadence), ``None`` = preset's.
         seed: split, training and degradation randomness.
+        synthetic: folder of label maps and tables (``train --synthetic``) for the guided
+            methods (MINet): they train on guided synthetic heads alone and are scored on
+            ``synthetic_heads`` held-out guided heads. ``all`` without it leaves them out.
+        synthetic_contrast: contrast of the synthetic heads made thick (``t1`` or ``random``).
+        guide_contrast: contrast of their guides.
+        synthetic_count: heads in the guided training pool (``train --synthetic-count``).
+        synthetic_val_maps: label maps kept out of that pool (``train --synthetic-val-maps``):
+            one validation head and the held-out heads are made from them.
+        synthetic_heads: held-out guided heads scored (every method restores them).
     """
 
     preset: str = "compact"
     factors: tuple[float, ...] = (4.0, 8.0)
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] | str = "all"
     budget_steps: int | None = None
     budget_minutes: float | None = None
     prior: str | None = None
@@ -142,10 +191,39 @@ class BenchmarkSettings:
     skull_stripped: bool = False
     samples_per_epoch: int | None = None
     seed: int = 0
+    synthetic: str | None = None
+    synthetic_contrast: str = "t1"
+    guide_contrast: str = "t1"
+    synthetic_count: int = 40
+    synthetic_val_maps: int = 2
+    synthetic_heads: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "factors", tuple(sorted(float(f) for f in self.factors)))
-        object.__setattr__(self, "methods", parse_methods(self.methods))
+        raw = [self.methods] if isinstance(self.methods, str) else list(self.methods)
+        every = [n.strip().lower() for n in raw] == ["all"]
+        methods = parse_methods(self.methods)
+        guided = [m for m in methods if METHODS[m].guided]
+        if guided and self.synthetic is None:
+            labels = ", ".join(METHODS[m].label for m in guided)
+            if not every:
+                raise TransMRSRError(
+                    f"{labels} trains and is scored on guided synthetic heads: give "
+                    "--synthetic LABELS_DIR (label maps and tables, as for train --synthetic)"
+                )
+            log.warning("%s left out: it needs --synthetic LABELS_DIR (guided heads)", labels)
+            methods = tuple(m for m in methods if m not in guided)
+        object.__setattr__(self, "methods", methods)
+        for name in ("synthetic_contrast", "guide_contrast"):
+            if getattr(self, name) not in CONTRASTS:
+                raise TransMRSRError(
+                    f"{name.replace('_', ' ')} must be one of {', '.join(CONTRASTS)}, got "
+                    f"{getattr(self, name)!r}"
+                )
+        if self.synthetic_count < 1 or self.synthetic_val_maps < 1 or self.synthetic_heads < 1:
+            raise TransMRSRError(
+                "synthetic count, kept-out label maps and held-out heads must be at least 1"
+            )
         if not self.factors or any(not 1.0 < f <= 16.0 for f in self.factors):
             raise TransMRSRError(f"factors must be in (1, 16], got {self.factors}")
         learned = any(METHODS[m].arch for m in self.methods)
@@ -161,15 +239,42 @@ class BenchmarkSettings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def guided(self) -> bool:
+        """Whether guided methods are benchmarked (and guided heads scored)."""
+        return any(METHODS[m].guided for m in self.methods)
+
+
+def synthetic_config(settings: BenchmarkSettings) -> SyntheticConfig:
+    """The guided methods' synthetic heads with their guides, as ``train --synthetic LABELS
+    --synthetic-ratio 1 --synthetic-val-heads 1 --guide-contrast C`` makes them; the label
+    folder is checked here, before anything is trained."""
+    if settings.synthetic is None:
+        raise TransMRSRError("guided methods need synthetic heads (--synthetic LABELS_DIR)")
+    LabelTables.load(settings.synthetic)
+    maps = discover_label_maps(settings.synthetic)
+    split_label_maps(maps, settings.synthetic_val_maps, settings.seed)  # enough maps to train
+    return SyntheticConfig(
+        labels=str(Path(settings.synthetic).resolve()),
+        ratio=1.0,
+        count=settings.synthetic_count,
+        val_maps=settings.synthetic_val_maps,
+        val_heads=1,
+        head=HeadConfig(contrast=settings.synthetic_contrast),
+        guide=HeadConfig(contrast=settings.guide_contrast),
+    )
+
 
 @dataclass
 class HeldOutVolume:
-    """A held-out reference volume with its brain mask (``None``: automatic foreground)."""
+    """A held-out reference volume with its brain mask (``None``: automatic foreground) and,
+    for a guided synthetic head, its guide (another contrast of the same head)."""
 
     name: str
     volume: Volume
     mask: Volume | None
     contrast: str = "T1"
+    guide: Volume | None = None
 
 
 def held_out_volumes(data: RunData, settings: BenchmarkSettings) -> list[HeldOutVolume]:
@@ -186,9 +291,38 @@ def held_out_volumes(data: RunData, settings: BenchmarkSettings) -> list[HeldOut
         from transmrsr.templates import mni152_brain_mask, mni152_t1
 
         volumes.append(HeldOutVolume("MNI152", mni152_t1(), mni152_brain_mask()))
-    if not volumes:
+    if not volumes and not settings.guided:
         raise TransMRSRError("no held-out volumes: the split has no test subjects (see --test)")
     return volumes
+
+
+def guided_heads(settings: BenchmarkSettings, cache: Path | None = None) -> list[HeldOutVolume]:
+    """``synthetic_heads`` held-out guided synthetic heads (``synth-head-N``), made as the
+    guided run's validation heads are (:func:`~transmrsr.training.synthetic.generate_pool` over
+    the label maps its pool keeps out) with another seed: anatomies no method trained on, and
+    draws that did not choose MINet's checkpoint. Raw intensities, as the real volumes."""
+    config = synthetic_config(settings)
+    _, kept = split_label_maps(discover_label_maps(config.labels), config.val_maps, settings.seed)
+    images, affines = generate_pool(
+        kept,
+        LabelTables.load(config.labels),
+        config.head,
+        settings.synthetic_heads,
+        settings.seed + HELD_OUT_SEED_OFFSET,
+        cache=cache,
+        guide=config.guide,
+        misalignment=(config.guide_shift_voxels, config.guide_rotate_degrees),
+    )
+    return [
+        HeldOutVolume(
+            SYNTH_HEAD.format(i),
+            Volume(data=image[0], affine=affine),
+            None,
+            settings.synthetic_contrast.upper(),
+            guide=Volume(data=image[1], affine=affine),
+        )
+        for i, (image, affine) in enumerate(zip(images, affines, strict=True))
+    ]
 
 
 def crop_to_head(test: HeldOutVolume, margin: int = 6) -> HeldOutVolume:
@@ -214,7 +348,8 @@ def crop_to_head(test: HeldOutVolume, margin: int = 6) -> HeldOutVolume:
         return v.with_data(np.ascontiguousarray(v.data[box]), affine)
 
     mask = crop(test.mask) if test.mask is not None else None
-    return HeldOutVolume(test.name, crop(test.volume), mask, test.contrast)
+    # The guide stays whole: restoration registers it onto the scan in world coordinates.
+    return dataclasses.replace(test, volume=crop(test.volume), mask=mask)
 
 
 def _mask_beside(path: Path) -> Volume | None:
@@ -270,6 +405,13 @@ def train_method(
     config = sr_preset(settings.preset, method.arch)
     if method.ablation:
         config = with_overrides(config, model=dataclasses.replace(config.model, **method.ablation))
+    if method.guided:
+        # As `train --arch minet --synthetic DIR --synthetic-ratio 1 --synthetic-val-heads 1
+        # --guide-contrast C` makes it (cli.train.guided_config, which the layering keeps out
+        # of reach here): one guide channel, the guides in the synthetic config (it has them).
+        # train_sr's check_guided refuses a config that cannot give the run its guided heads.
+        model = dataclasses.replace(config.model, guide_channels=1)
+        config = with_overrides(config, model=model, synthetic=synthetic_config(settings))
     pairs = dataclasses.replace(
         config.pairs,
         factor_range=(settings.factors[0], settings.factors[-1]),
@@ -333,7 +475,7 @@ def _overlap_data(pred: Volume, ref: Volume) -> tuple[np.ndarray, tuple[slice, .
 def score_volume(
     test: HeldOutVolume,
     factor: float,
-    restorers: dict[str, Callable[[Volume, int, float], Volume]],
+    restorers: dict[str, Restorer],
     settings: BenchmarkSettings,
     segment: bool,
     cache: Path | None = None,
@@ -341,6 +483,8 @@ def score_volume(
     """Degrade ``test`` by ``factor``, restore it with every method and score each.
 
     Returns one row per method and the restored arrays on the reference's grid (for figures).
+    A guided head's guide goes to every restorer; one that cannot restore the volume (a guided
+    network, for a volume without a guide) returns ``None`` and has no row.
     With ``cache`` (a folder), each method's row and restored array are kept there and reused
     by a later call with the same settings, so an interrupted or re-titled benchmark does not
     restore and segment everything again.
@@ -363,8 +507,10 @@ def score_volume(
                 ref.data, test.mask.data > 0.5, voxel_sizes(ref.affine), contrast=test.contrast
             )
         t0 = time.perf_counter()
-        pred = restore(lr, axis, factor)
+        pred = restore(lr, axis, factor, test.guide)
         seconds = time.perf_counter() - t0
+        if pred is None:
+            continue
         scores = compare_volumes(pred, ref, mask=test.mask, thick_axis=axis)
         row: dict[str, Any] = {
             "volume": test.name,
@@ -373,6 +519,8 @@ def score_volume(
             "seconds": seconds,
             **scores.to_dict(),
         }
+        if test.guide is not None:
+            row["guided_head"] = True
         data, ref_slices = _overlap_data(pred, ref)
         full = np.zeros_like(ref.data)
         full[ref_slices] = data
@@ -402,7 +550,8 @@ def _cache_stamp(settings: BenchmarkSettings, segment: bool) -> dict[str, Any]:
     """What a cached score depends on beyond its (volume, factor, method) key: adding a method
     or a factor keeps the other scores. The preset's training config is part of it, so a
     preset changed by a new version of the package is not mistaken for the one scored."""
-    kept = {k: v for k, v in settings.to_dict().items() if k not in ("methods", "factors")}
+    skip = ("methods", "factors", *(() if settings.guided else SYNTHETIC_SETTINGS))
+    kept = {k: v for k, v in settings.to_dict().items() if k not in skip}
     training = sr_preset(settings.preset).to_dict()
     return {"settings": kept, "training": training, "segmented": segment}
 
@@ -438,15 +587,25 @@ def _write_cached_score(
     write_json(cache / f"{key}.json", {"stamp": _cache_stamp(settings, segment), "row": row})
 
 
-def _cubic(lr: Volume, axis: int, factor: float) -> Volume:
+#: ``restore(thick volume, thick axis, factor, guide or None)``: the restored volume, or
+#: ``None`` where the method cannot restore it (a guided network without a guide).
+Restorer = Callable[[Volume, int, float, Volume | None], Volume | None]
+
+
+def _cubic(lr: Volume, axis: int, factor: float, guide: Volume | None = None) -> Volume:
     data, affine = upsample(lr.data, lr.affine, axis, factor, "cubic")
     return lr.with_data(data, affine)
 
 
-def _restorer(model: LoadedModel, planes: str, device: torch.device):
-    def restore(lr: Volume, axis: int, factor: float) -> Volume:
+def _restorer(model: LoadedModel, planes: str, device: torch.device) -> Restorer:
+    guided = guide_channels(model.network) > 0
+
+    def restore(lr: Volume, axis: int, factor: float, guide: Volume | None) -> Volume | None:
+        if guided and guide is None:
+            return None
         # The networks alone, as the paper compares them: no data-consistency projection, no
-        # adaptation to the scan, and exact fp32 so that scores do not depend on the CPU.
+        # adaptation to the scan, no guide branch fitted to it (a guided network is given the
+        # guide, the others ignore it), and exact fp32 so that scores do not depend on the CPU.
         result = restore_volume(
             lr,
             model,
@@ -456,6 +615,8 @@ def _restorer(model: LoadedModel, planes: str, device: torch.device):
             device=device,
             consistency=False,
             precision="fp32",
+            guide=guide if guided else None,
+            guide_fit=None,
         )
         return result.volume
 
@@ -510,19 +671,23 @@ def run_benchmark(
 ) -> BenchmarkResult:
     """Train every learned method, restore every held-out volume, score everything.
 
-    ``figure_hook(test, factor, images)`` is called for the first held-out volume at each
-    factor with the restored arrays (reference grid) and returns figure paths to record.
+    ``figure_hook(test, factor, images)`` is called for the first held-out volume (and the
+    first guided head) at each factor with the restored arrays (reference grid) and returns
+    figure paths to record. With guided methods, the held-out guided synthetic heads
+    (:func:`guided_heads`) are scored after the real volumes.
     """
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "settings.json", settings.to_dict())
     data.split.save(out / "split.json")
     methods = [METHODS[m] for m in settings.methods]
+    if settings.guided:
+        synthetic_config(settings)  # a wrong label folder fails before any training
     prior = None
     if any(m.needs_prior for m in methods):
         prior = _prepare_prior(data, settings, out, ctx, progress)
     training = {}
-    restorers: dict[str, Callable[[Volume, int, float], Volume]] = {}
+    restorers: dict[str, Restorer] = {}
     for method in methods:
         if method.arch is None:
             restorers[method.name] = _cubic
@@ -538,14 +703,16 @@ def run_benchmark(
         log.warning("%s; Dice columns are left out", INSTALL_HINT)
     rows: list[dict[str, Any]] = []
     figures: dict[str, str] = {}
-    for i, full in enumerate(held_out_volumes(data, settings)):
+    real = held_out_volumes(data, settings)
+    heads = guided_heads(settings, cache=out / "synthetic-heads") if settings.guided else []
+    for i, full in enumerate([*real, *heads]):
         test = crop_to_head(full)
         for factor in settings.factors:
             new_rows, images = score_volume(
                 test, factor, restorers, settings, segment, cache=out / "scores"
             )
             rows.extend(new_rows)
-            if i == 0 and figure_hook is not None:
+            if i in (0, len(real)) and figure_hook is not None:
                 figures.update(figure_hook(test, factor, images))
     return BenchmarkResult(
         settings=settings,
