@@ -14,14 +14,13 @@ from transmrsr.models.registry import list_architectures
 from transmrsr.training.config import (
     PERCEPTUAL_BACKBONES,
     SR_PRESETS,
-    SRTrainConfig,
     resolve_config,
     sr_preset,
     with_overrides,
 )
 from transmrsr.training.distributed import process_group
-from transmrsr.training.sr import train_sr
-from transmrsr.training.synthetic import CONTRASTS, HeadConfig
+from transmrsr.training.sr import guided_config, train_sr
+from transmrsr.training.synthetic import CONTRASTS
 
 log = logging.getLogger(__name__)
 
@@ -170,29 +169,3 @@ def run(args: argparse.Namespace) -> int:
             result.best_epoch,
         )
     return 0
-
-
-def guided_config(config: SRTrainConfig, contrast: str, branch: int = 0) -> SRTrainConfig:
-    """``config`` for a guided network: one guide channel, guides of ``contrast`` made for
-    every synthetic head; with ``branch`` a TransMRSR's guide branch of that width, which
-    alone learns."""
-    if config.arch not in GUIDED_ARCHITECTURES:
-        raise TransMRSRError(
-            f"--guide-contrast trains a guided network ({', '.join(GUIDED_ARCHITECTURES)}), "
-            f"not {config.arch}"
-        )
-    if config.synthetic is None:
-        raise TransMRSRError("--guide-contrast needs synthetic heads (--synthetic DIR)")
-    synthetic = dataclasses.replace(config.synthetic, guide=HeadConfig(contrast=contrast))
-    model = dataclasses.replace(config.model, guide_channels=1)
-    if branch:
-        if config.arch != "transmrsr":
-            raise TransMRSRError("--guide-branch is a TransMRSR's; MINet has its own branches")
-        model = dataclasses.replace(model, guide_branch=branch)
-    return dataclasses.replace(
-        config, model=model, synthetic=synthetic, train_only_guide=bool(branch)
-    )
-
-
-#: Architectures that take a guide: TransMRSR with a guide channel, and MINet (always guided).
-GUIDED_ARCHITECTURES = ("transmrsr", "minet")

@@ -69,7 +69,7 @@ from transmrsr.training.data import read_record
 from transmrsr.training.distributed import DistContext
 from transmrsr.training.prior import train_prior
 from transmrsr.training.runs import RunData, prepare_out, write_json
-from transmrsr.training.sr import train_sr
+from transmrsr.training.sr import guided_config, train_sr
 from transmrsr.training.synthetic import (
     CONTRASTS,
     HeadConfig,
@@ -407,11 +407,11 @@ def train_method(
         config = with_overrides(config, model=dataclasses.replace(config.model, **method.ablation))
     if method.guided:
         # As `train --arch minet --synthetic DIR --synthetic-ratio 1 --synthetic-val-heads 1
-        # --guide-contrast C` makes it (cli.train.guided_config, which the layering keeps out
-        # of reach here): one guide channel, the guides in the synthetic config (it has them).
-        # train_sr's check_guided refuses a config that cannot give the run its guided heads.
-        model = dataclasses.replace(config.model, guide_channels=1)
-        config = with_overrides(config, model=model, synthetic=synthetic_config(settings))
+        # --guide-contrast C` makes it; train_sr's check_guided refuses a config that cannot
+        # give the run its guided heads.
+        config = guided_config(
+            with_overrides(config, synthetic=synthetic_config(settings)), settings.guide_contrast
+        )
     pairs = dataclasses.replace(
         config.pairs,
         factor_range=(settings.factors[0], settings.factors[-1]),

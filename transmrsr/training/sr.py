@@ -59,7 +59,12 @@ from transmrsr.training.distributed import (
 from transmrsr.training.losses import build_sr_loss
 from transmrsr.training.monitor import RunMonitor
 from transmrsr.training.runs import RunData, load_resume_state, save_run_files
-from transmrsr.training.synthetic import MixedDataset, training_heads, validation_heads
+from transmrsr.training.synthetic import (
+    HeadConfig,
+    MixedDataset,
+    training_heads,
+    validation_heads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -592,3 +597,27 @@ def _export(
             "count": config.synthetic.count,
         }
     save_model(path, model.state_dict(), config_to_dict(config.model), info=info)
+
+
+def guided_config(config: SRTrainConfig, contrast: str, branch: int = 0) -> SRTrainConfig:
+    """``config`` for a guided network: one guide channel, guides of ``contrast`` made for
+    every synthetic head; with ``branch`` a TransMRSR's guide branch of that width, which
+    alone learns."""
+    if config.arch not in GUIDED_ARCHITECTURES:
+        raise TransMRSRError(
+            f"--guide-contrast trains a guided network ({', '.join(GUIDED_ARCHITECTURES)}), "
+            f"not {config.arch}"
+        )
+    if config.synthetic is None:
+        raise TransMRSRError("--guide-contrast needs synthetic heads (--synthetic DIR)")
+    synthetic = replace(config.synthetic, guide=HeadConfig(contrast=contrast))
+    model = replace(config.model, guide_channels=1)
+    if branch:
+        if config.arch != "transmrsr":
+            raise TransMRSRError("--guide-branch is a TransMRSR's; MINet has its own branches")
+        model = replace(model, guide_branch=branch)
+    return replace(config, model=model, synthetic=synthetic, train_only_guide=bool(branch))
+
+
+#: Architectures that take a guide: TransMRSR with a guide channel, and MINet (always guided).
+GUIDED_ARCHITECTURES = ("transmrsr", "minet")
