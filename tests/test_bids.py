@@ -140,11 +140,19 @@ def test_the_description_takes_a_released_version_of_the_raw_dataset_or_the_sche
     assert bids.dataset_description(raw, tmp_path / "out")["BIDSVersion"] == bids.bids_version()
 
 
-def _validator() -> Path:
+def _validate(dataset: Path) -> tuple[int, list[dict]]:
+    """The official validator's exit status and issues for ``dataset``."""
     path = Path(sys.executable).with_name("bids-validator-deno")
     if not path.is_file():
         pytest.skip("bids-validator-deno is not installed (pip install -e '.[dev]')")
-    return path
+    run = subprocess.run(
+        [str(path), str(dataset), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return run.returncode, json.loads(run.stdout)["issues"]["issues"]
 
 
 def test_the_official_validator_passes_the_derivatives(dataset, tmp_path, tiny_model_file):
@@ -158,17 +166,10 @@ def test_the_official_validator_passes_the_derivatives(dataset, tmp_path, tiny_m
     out = tmp_path / "derivatives"
     assert _run(dataset, out, tiny_model_file, "--report") == 0
     assert (out / "report.html").is_file()
-    run = subprocess.run(
-        [str(_validator()), str(out), "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    issues = json.loads(run.stdout)["issues"]["issues"]
+    status, issues = _validate(out)
     found = sorted({(i["severity"], i["code"], i.get("subCode") or "") for i in issues})
     assert found == [], found
-    assert run.returncode == 0
+    assert status == 0
     # What made it pass: the QC page is listed as not BIDS, every sidecar says whether its
     # image is skull-stripped (as its input's sidecar says, else not), a README, the raw
     # dataset's BIDS version and authors.
@@ -183,15 +184,8 @@ def test_the_official_validator_passes_the_derivatives(dataset, tmp_path, tiny_m
     # The check can fail: an image's sidecar without SkullStripped is an error.
     del side["SkullStripped"]
     (out / "sub-01/anat/sub-01_desc-restored_T1w.json").write_text(json.dumps(side))
-    again = subprocess.run(
-        [str(_validator()), str(out), "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    codes = {i.get("subCode") for i in json.loads(again.stdout)["issues"]["issues"]}
-    assert again.returncode != 0 and "SkullStripped" in codes
+    status, issues = _validate(out)
+    assert status != 0 and "SkullStripped" in {i.get("subCode") for i in issues}
 
 
 def test_participant_label_and_suffix_restrict_the_run(dataset, tmp_path, tiny_model_file):
