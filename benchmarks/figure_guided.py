@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np
 import regression as reg
 
 from transmrsr.evaluation.figures import methods_figure
@@ -74,7 +75,43 @@ def main(argv: list[str] | None = None) -> int:
         title=f"{case.reference} x{case.factor:g}, slice thickness not told",
     )
     log.info("wrote %s", path)
+    guide, _ = reg.load_reference(reg.REFERENCES[args.guide], args.work)
+    beside = {
+        "reference": ref.data,
+        "default restore": images["default restore"],
+        f"guided by {args.guide}": images[f"guided by {args.guide}"],
+        f"the guide ({args.guide})": reg.on_reference(guide, ref),
+    }
+    path = guide_figure(
+        beside, ref.affine, args.out / f"guided_{case.reference}_x{case.factor:g}_guide.png"
+    )
+    log.info("wrote %s", path)
     return 0
+
+
+def guide_figure(images: dict[str, np.ndarray], affine: np.ndarray, out: Path) -> Path:
+    """One coronal plane (the middle one) of each image on the reference's grid, side by side:
+    what the guided restore took from the guide, and what it kept of the scan's own contrast
+    (a lesion the guide does not show)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt("RAS")
+    )
+    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.4))
+    for ax, (name, data) in zip(axes, images.items(), strict=True):
+        ras = nib.orientations.apply_orientation(np.asarray(data, np.float32), ornt)
+        ax.imshow(np.rot90(ras[:, ras.shape[1] // 2, :]), cmap="gray")
+        ax.set_title(name)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
 
 
 if __name__ == "__main__":

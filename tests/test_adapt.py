@@ -17,6 +17,7 @@ from transmrsr.inference.adapt import (
     DEFAULT_STEPS,
     FACTOR_SPREAD,
     MIX_FROM_FACTOR,
+    NOISE_FREE_ADAPT_FACTORS,
     NOISE_FREE_LEVEL,
     UNKNOWN_THICKNESS,
     AdaptConfig,
@@ -289,7 +290,7 @@ def test_in_plane_noise_refuses_what_it_cannot_measure(data, message):
         in_plane_noise(data, 2)
 
 
-def test_a_noise_free_scan_of_unknown_thickness_is_not_adapted(
+def test_a_noise_free_scan_of_unknown_thickness_is_not_adapted_but_at_x6_with_the_mix(
     tiny_model_file, caplog, monkeypatch
 ):
     import transmrsr.inference.adapt as adapt_module
@@ -320,6 +321,14 @@ def test_a_noise_free_scan_of_unknown_thickness_is_not_adapted(
     assert seen[-1].profiles == ("gaussian",)
     restore_volume(clean, model, adapt=AdaptConfig(steps=1, batch_size=1, unknown="mix"))
     assert seen[-1].profiles == SLICE_PROFILES
+    # At the x6 file's factors a noise-free scan adapts with the mix.
+    count = len(seen)
+    x6 = restore_volume(clean, model, adapt=one, factor=6.0)
+    assert x6.adaptation_steps == 1 and len(seen) == count + 1
+    assert seen[-1].profiles == SLICE_PROFILES
+    assert one.for_noise_free(4.0) is None and one.for_noise_free(8.0) is None
+    assert one.for_noise_free(NOISE_FREE_ADAPT_FACTORS[0]).unknown == "mix"
+    assert one.for_noise_free(NOISE_FREE_ADAPT_FACTORS[1]) is None
     with pytest.raises(TransMRSRError, match="noise floor"):
         AdaptConfig(min_noise=1.5)
 

@@ -64,6 +64,12 @@ DEFAULT_STEPS = 20
 #: templates and averages of many scans (MNI152 0.5-0.6 %, Colin27 0.8-1.0 %), against
 #: 1.4-4.9 % for every single acquisition measured (docs/experiments.md, 2026-12-07).
 NOISE_FREE_LEVEL = 0.012
+#: Factors at which such a noise-free scan is still adapted, with the mix of slice profiles:
+#: those the shipped x6 file restores (4.5-7), which restores noise-free heads better adapted
+#: (MNI152 x6 +2.48 dB over cubic against +2.40 without; Colin27 +1.74 against +1.62), where
+#: the x4 and x8 files restore them better as they are (MNI152 x4 +3.85 against +3.24, x8
+#: +2.86 against +2.51; Colin27 x4 +2.98 against +2.96; docs/experiments.md, 2026-12-07).
+NOISE_FREE_ADAPT_FACTORS = (4.5, 7.0)
 #: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
 ADAPT_SCOPES = ("decoder", "all")
 #: Parameters of the decoder side of a TransMRSR network: the generator, the channel-wise
@@ -101,11 +107,13 @@ class AdaptConfig:
 
     ``min_noise``: a scan whose slice thickness is not known and whose in-plane noise is below
     this fraction of its tissue level (:data:`NOISE_FREE_LEVEL`; 0: never) is not adapted,
-    unless ``unknown`` is ``mix``. Pairs made from a noise-free image (a template, an average
-    of many scans, a denoised image) teach the network to undo the assumed profile exactly,
-    with no noise to temper a wrong guess: on the MNI152 template with a slice gap not told,
-    the Gaussian's pairs cost 0.88 dB against the mix's, and the mix's cost 0.35-0.6 dB at x4
-    and x8 against no adaptation (docs/experiments.md, 2026-12-07).
+    unless ``unknown`` is ``mix`` or its factor lies in :data:`NOISE_FREE_ADAPT_FACTORS`
+    (then with the mix; :meth:`for_noise_free`). Pairs made from a noise-free image (a
+    template, an average of many scans, a denoised image) teach the network to undo the
+    assumed profile exactly, with no noise to temper a wrong guess: on the MNI152 template
+    with a slice gap not told, the Gaussian's pairs cost 0.88 dB against the mix's, and the
+    mix's cost 0.35-0.6 dB at x4 and x8 against no adaptation (docs/experiments.md,
+    2026-12-07).
     """
 
     steps: int = DEFAULT_STEPS
@@ -116,6 +124,15 @@ class AdaptConfig:
     scope: str = "decoder"
     unknown: str = "auto"
     min_noise: float = NOISE_FREE_LEVEL
+
+    def for_noise_free(self, factor: float) -> AdaptConfig | None:
+        """What a noise-free scan of unknown thickness (in-plane noise below ``min_noise``)
+        gets at ``factor``: the mix at :data:`NOISE_FREE_ADAPT_FACTORS`, else no adaptation
+        (``None``); asked for the mix (``unknown="mix"``), always the mix."""
+        lo, hi = NOISE_FREE_ADAPT_FACTORS
+        if self.unknown == "mix" or lo <= factor < hi:
+            return replace(self, unknown="mix")
+        return None
 
     def for_factor(self, factor: float) -> AdaptConfig:
         """This config for a scan of ``factor``: ``unknown="auto"`` made concrete."""

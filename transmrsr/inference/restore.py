@@ -370,16 +370,17 @@ def restore_volume(
         and adapt.unknown != "mix"
         and adapt.min_noise > 0
     ):
-        noise = in_plane_noise(volume.data, thick)
-        if noise < adapt.min_noise:
+        noise, threshold = in_plane_noise(volume.data, thick), adapt.min_noise
+        if noise < threshold:
+            adapt = adapt.for_noise_free(k)
             log.info(
                 "in-plane noise %.2f%% of the tissue level, below %.2f%% (a template, an average "
-                "or a denoised image), slice thickness not known: not adapted to the scan "
-                "(--slice-thickness, --unknown-slices mix or --adapt-min-noise 0 says otherwise)",
+                "or a denoised image), slice thickness not known: %s (--slice-thickness, "
+                "--unknown-slices or --adapt-min-noise 0 says otherwise)",
                 100 * noise,
-                100 * adapt.min_noise,
+                100 * threshold,
+                "not adapted to the scan" if adapt is None else "adapted with the mix of profiles",
             )
-            adapt = None
     if adapt is not None and slice_thickness is None:
         adapt = adapt.for_factor(k)
         log.info("slice thickness not known: the adaptation assumes %s slices", adapt.unknown)
