@@ -325,6 +325,7 @@ def run_case(
         factor = header_factor(ref.affine, axis)
         thick_path = SHARED / ref_spec.path
         out = folder / "restored.nii.gz"
+        out.unlink(missing_ok=True)  # a kept output of an earlier run: restore would skip it
         seconds, peak = run_restore(
             restore_command(thick_path, out, None, extra), tree, threads, folder / "restore.log"
         )
@@ -360,6 +361,7 @@ def run_case(
             if case.fallback:
                 options.append("--guide-fallback")
         out = folder / "restored.nii.gz"
+        out.unlink(missing_ok=True)  # a kept output of an earlier run: restore would skip it
         seconds, peak = run_restore(
             restore_command(thick_path, out, told_mm, options),
             tree,
