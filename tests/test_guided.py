@@ -400,7 +400,8 @@ def test_bids_guides_each_scan_with_its_sessions_isotropic_t1w(
     # A model trained without a guide gets a branch fitted to the image; the sidecar says
     # what it gained on the image's own held-out pairs.
     fitted_out = tmp_path / "fitted"
-    fitted = ["--model", str(tiny_model_file), "--suffix", "T2w", "--guide-steps", "20"]
+    fitted = ["--model", str(tiny_model_file), "--suffix", "T2w", "--guide-suffix", "T1w"]
+    fitted += ["--guide-steps", "60"]
     assert main([*args[:2], str(fitted_out), *args[3:], *fitted]) == 0
     side = json.loads((fitted_out / plain_side.relative_to(plain_out)).read_text())
     assert len(side["Sources"]) == 2 and side["GuideHeldOutGainDB"] >= 0.05

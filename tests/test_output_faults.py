@@ -178,4 +178,10 @@ def test_a_bids_sidecar_and_image_are_written_together(
     assert code == 2
     assert "No space left on device" in capsys.readouterr().err
     # The sidecar went first and was taken back with the image: no orphan, nothing partial.
-    assert _everything(out) == ["dataset_description.json", "sub-01", "sub-01/anat"]
+    assert _everything(out) == [
+        ".bidsignore",
+        "README.md",
+        "dataset_description.json",
+        "sub-01",
+        "sub-01/anat",
+    ]
