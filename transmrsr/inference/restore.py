@@ -13,6 +13,7 @@ voxel-for-voxel comparable. Models are shipped files (``t1``), model files writt
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -385,6 +386,13 @@ def restore_volume(
         adapt = adapt.for_factor(k)
         log.info("slice thickness not known: the adaptation assumes %s slices", adapt.unknown)
 
+    # The scan and the guide on the scan's grid, normalised once for the adaptation and the
+    # guide fit (both small: the thick grid).
+    @functools.cache
+    def scan_values() -> np.ndarray:
+        return scaler(volume.data)
+
+    @functools.cache
     def guide_on_scan() -> np.ndarray:
         return _guide_on(guide, report, guide_scaler, volume)
 
@@ -393,7 +401,7 @@ def restore_volume(
         # volume's arrays are then never held at the same time.
         network = adapt_network(
             network,
-            scaler(volume.data),
+            scan_values(),
             thick,
             k,
             adapt,
@@ -412,7 +420,7 @@ def restore_volume(
         if getattr(network, "guide_branch", None) is not None:
             fit = fit_guide_branch(
                 network,
-                scaler(volume.data),
+                scan_values(),
                 guide_on_scan(),
                 thick,
                 k,
