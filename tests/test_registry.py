@@ -10,7 +10,7 @@ import torch
 from transmrsr.errors import TransMRSRError
 from transmrsr.models import profiling, registry
 
-ARCHS = ("transmrsr", "edsr", "swinir", "restormer", "minet")
+ARCHS = ("transmrsr", "edsr", "swinir", "restormer", "minet", "gfpgan")
 PRESETS = ("paper", "compact", "tiny")
 
 

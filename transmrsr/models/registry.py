@@ -25,23 +25,30 @@ from transmrsr.errors import TransMRSRError
 
 @dataclass(frozen=True)
 class ArchitectureEntry:
-    """Where an architecture lives: ``module`` defines ``model``, ``config`` and ``PRESETS``."""
+    """Where an architecture lives: ``module`` defines ``model``, ``config`` and ``PRESETS``;
+    ``prior``: the generative prior it loads (a :mod:`transmrsr.models.priors` name), if any."""
 
     module: str
     model: str
     config: str
+    prior: str | None = None
 
 
 #: Super-resolution networks by name, all ``[B, 1, H, W] -> [B, 1, H, W]`` but MINet, which
 #: takes ``[B, 2, H, W]`` (the plane and its guide, ``config.guide_channels`` = 1) and returns
-#: ``[B, 1, H, W]``. The StyleSwin generator and discriminator of the prior are not SR networks
-#: and are not listed.
+#: ``[B, 1, H, W]``. The generators and the discriminator of the priors (StyleSwin for
+#: TransMRSR, StyleGAN2 for GFP-GAN) are not SR networks and are not listed.
 ARCHITECTURES: dict[str, ArchitectureEntry] = {
-    "transmrsr": ArchitectureEntry("transmrsr.models.transmrsr", "TransMRSR", "TransMRSRConfig"),
+    "transmrsr": ArchitectureEntry(
+        "transmrsr.models.transmrsr", "TransMRSR", "TransMRSRConfig", prior="styleswin"
+    ),
     "edsr": ArchitectureEntry("transmrsr.models.edsr", "EDSR", "EDSRConfig"),
     "swinir": ArchitectureEntry("transmrsr.models.swinir", "SwinIR", "SwinIRConfig"),
     "restormer": ArchitectureEntry("transmrsr.models.restormer", "Restormer", "RestormerConfig"),
     "minet": ArchitectureEntry("transmrsr.models.minet", "MINet", "MINetConfig"),
+    "gfpgan": ArchitectureEntry(
+        "transmrsr.models.gfpgan", "GFPGAN", "GFPGANConfig", prior="stylegan2"
+    ),
 }
 
 DEFAULT_PRESET = "compact"
@@ -72,6 +79,11 @@ def _module(arch: str) -> Any:
             f"architecture {arch!r} is not available in this installation ({entry.module} "
             "is missing)"
         ) from None
+
+
+def prior_of(arch: str) -> str | None:
+    """The generative prior ``arch`` loads (``"styleswin"``, ``"stylegan2"``), or ``None``."""
+    return _entry(arch).prior
 
 
 def model_class(arch: str) -> type[nn.Module]:
@@ -156,8 +168,8 @@ def arch_of_config(config: Any) -> str:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """``{"arch": name, "config": {...}}``: the JSON-serialisable form saved in checkpoints.
 
-    Nested configs (TransMRSR's ``prior``) become nested dicts; tuples stay tuples until the
-    record is written as JSON.
+    Nested configs (TransMRSR's and GFP-GAN's ``prior``) become nested dicts; tuples stay
+    tuples until the record is written as JSON.
     """
     arch = arch_of_config(config)
     return {"arch": arch, "config": dataclasses.asdict(config)}

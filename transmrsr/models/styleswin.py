@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -435,14 +435,25 @@ def minibatch_stddev(x: Tensor, group_size: int = 4) -> Tensor:
     return torch.cat([x, y], dim=1)
 
 
+class DiscriminatorSizes(Protocol):
+    """What the discriminator reads of a prior's config (StyleSwin's or StyleGAN2's)."""
+
+    @property
+    def img_size(self) -> int: ...
+
+    @property
+    def disc_channels(self) -> tuple[int, ...]: ...
+
+
 class StyleGAN2Discriminator(nn.Module):
     """StyleGAN2 residual discriminator for single-channel ``[B, 1, S, S]`` images.
 
     FromRGB 1x1 conv, residual down blocks from S to 4, minibatch standard deviation (groups
-    of 4, one feature), conv3x3, then two equalised linears to one logit per image.
+    of 4, one feature), conv3x3, then two equalised linears to one logit per image. Both priors
+    (StyleSwin, :mod:`transmrsr.models.stylegan2`) train against it; ``config`` is either's.
     """
 
-    def __init__(self, config: StyleSwinConfig) -> None:
+    def __init__(self, config: DiscriminatorSizes) -> None:
         super().__init__()
         self.config = config
         ch = config.disc_channels  # per resolution 4, ..., img_size
