@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from torch import nn
 
 from transmrsr.errors import TransMRSRError
-from transmrsr.models.styleswin import StyleSwinGenerator
+from transmrsr.models.priors import build_prior_generator
 from transmrsr.models.transmrsr import CENTROIDS_KEY
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def sample_latents(
-    generator: StyleSwinGenerator, n: int, *, seed: int = 0, batch_size: int = 4096
+    generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 4096
 ) -> np.ndarray:
     """``n`` latents ``w = mapping(z)``, ``z ~ N(0, I)``, as float64 ``[n, style_dim]``."""
     if n < 1:
@@ -58,7 +59,7 @@ def fit_centroids(latents: np.ndarray, k: int = 8, *, seed: int = 0) -> torch.Te
 
 
 def prior_centroids(
-    generator: StyleSwinGenerator, *, n_latents: int = 60_000, k: int = 8, seed: int = 0
+    generator: nn.Module, *, n_latents: int = 60_000, k: int = 8, seed: int = 0
 ) -> torch.Tensor:
     """The SDT centroids of a prior: :func:`fit_centroids` of :func:`sample_latents`."""
     return fit_centroids(sample_latents(generator, n_latents, seed=seed), k, seed=seed)
@@ -87,7 +88,7 @@ def add_centroids_to_prior(
     state, config, info = load_prior(prior)
     state.pop(CENTROIDS_KEY, None)
     generator_state, discriminator_state = split_prior(state)
-    generator = StyleSwinGenerator(config)
+    generator = build_prior_generator(config)
     generator.load_state_dict(generator_state)
     generator.eval()
     centroids = prior_centroids(generator, n_latents=n_latents, k=k, seed=seed)

@@ -7,8 +7,9 @@ killed while saving keeps its previous checkpoint intact.
 
 A *prior file* is the product of stage 1 that stage 2 consumes: the EMA generator's weights and,
 once :func:`~transmrsr.training.centroids.prior_centroids` has run, the SDT centroids, in a
-safetensors file whose metadata holds the StyleSwin config as JSON. Safetensors loads without
-unpickling, so a prior from elsewhere cannot run code.
+safetensors file whose metadata holds the prior's architecture (``arch``: ``styleswin`` for
+TransMRSR, ``stylegan2`` for GFP-GAN; files without it are StyleSwin priors) and its config as
+JSON. Safetensors loads without unpickling, so a prior from elsewhere cannot run code.
 
 Checkpoints and model files are read by :mod:`transmrsr.models.files` (inference reads them
 too, and must not depend on training code); this module writes them.
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from transmrsr.errors import TransMRSRError
 from transmrsr.io import atomic_path
 from transmrsr.models.files import (
     CHECKPOINT_FORMAT,
@@ -35,7 +37,13 @@ from transmrsr.models.files import (
     MODEL_FORMAT,
     read_safetensors,
 )
-from transmrsr.models.styleswin import StyleSwinConfig
+from transmrsr.models.priors import (
+    DEFAULT_PRIOR,
+    PriorConfig,
+    prior_arch_of,
+    prior_config_from_dict,
+)
+from transmrsr.models.registry import prior_of
 from transmrsr.models.transmrsr import CENTROIDS_KEY
 
 log = logging.getLogger(__name__)
@@ -77,17 +85,19 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
 def save_prior(
     path: str | os.PathLike[str],
     generator_state: Mapping[str, torch.Tensor],
-    config: StyleSwinConfig,
+    config: PriorConfig,
     *,
     centroids: torch.Tensor | None = None,
     info: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a prior file: generator weights (+ centroids) and its config, as safetensors."""
+    """Write a prior file: generator weights (+ centroids), its architecture (that of
+    ``config``) and its config, as safetensors."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in generator_state.items()}
     if centroids is not None:
         tensors[CENTROIDS_KEY] = centroids.detach().to("cpu", torch.float32).contiguous()
     metadata = {
         "format": PRIOR_FORMAT,
+        "arch": prior_arch_of(config),
         "config": json.dumps(config.to_dict()),
         "info": json.dumps(dict(info or {})),
     }
@@ -99,11 +109,38 @@ def save_prior(
 
 def load_prior(
     path: str | os.PathLike[str],
-) -> tuple[dict[str, torch.Tensor], StyleSwinConfig, dict[str, Any]]:
-    """Read a prior file: ``(state_dict, config, info)``; centroids under ``CENTROIDS_KEY``."""
+) -> tuple[dict[str, torch.Tensor], PriorConfig, dict[str, Any]]:
+    """Read a prior file: ``(state_dict, config, info)``; centroids under ``CENTROIDS_KEY``.
+
+    The config's class says the prior's architecture (:func:`~transmrsr.models.priors.
+    prior_arch_of`)."""
     tensors, metadata = read_safetensors(path, PRIOR_FORMAT, "prior")
-    config = StyleSwinConfig.from_dict(json.loads(metadata["config"]))
+    arch = metadata.get("arch", DEFAULT_PRIOR)
+    try:
+        values = json.loads(metadata["config"])
+    except ValueError as exc:
+        raise TransMRSRError(f"{path}: unreadable prior config ({exc})") from None
+    try:
+        config = prior_config_from_dict(arch, values)
+    except TransMRSRError as exc:
+        raise TransMRSRError(f"{path}: {exc}") from None
     return tensors, config, json.loads(metadata.get("info", "{}"))
+
+
+def load_prior_for(
+    path: str | os.PathLike[str], arch: str
+) -> tuple[dict[str, torch.Tensor], PriorConfig, dict[str, Any]]:
+    """:func:`load_prior` of a prior that network ``arch`` (a registry name) loads: a prior
+    of another architecture is a one-line error naming both."""
+    wanted = prior_of(arch)
+    state, config, info = load_prior(path)
+    found = prior_arch_of(config)
+    if wanted is not None and found != wanted:
+        raise TransMRSRError(
+            f"{path}: a {found} prior, but {arch} needs a {wanted} prior (make one with "
+            f"'transmrsr train-prior --arch {wanted}')"
+        )
+    return state, config, info
 
 
 #: Prefix of the stage-1 discriminator's weights inside a prior file (the optional perceptual

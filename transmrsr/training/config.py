@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transmrsr.errors import TransMRSRError
-from transmrsr.models import registry, styleswin
+from transmrsr.models import priors, registry, styleswin
 from transmrsr.models import transmrsr as transmrsr_model
 from transmrsr.models.styleswin import StyleSwinConfig
 from transmrsr.models.transmrsr import TransMRSRConfig
@@ -28,10 +28,13 @@ PERCEPTUAL_BACKBONES = ("vgg19", "discriminator")
 
 @dataclass(frozen=True)
 class PriorTrainConfig:
-    """Stage 1 (SPEC section 4): StyleSwin GAN on HR slices of all three planes.
+    """Stage 1 (SPEC section 4): StyleSwin GAN on HR slices of all three planes (or the
+    StyleGAN2 prior of GFP-GAN, ``arch="stylegan2"``, through the same loop).
 
     Attributes:
-        model: generator/discriminator sizes.
+        arch: the prior's architecture (:mod:`transmrsr.models.priors`): ``styleswin``
+            (TransMRSR's) or ``stylegan2`` (GFP-GAN's).
+        model: generator/discriminator sizes (a config of ``arch``).
         batch_size: global batch (split over processes under torchrun).
         steps: total generator steps.
         lr, betas: Adam for both networks.
@@ -44,7 +47,8 @@ class PriorTrainConfig:
         synthetic: synthetic heads from label maps mixed into the slices (``None``: none).
     """
 
-    model: StyleSwinConfig = field(default_factory=StyleSwinConfig)
+    arch: str = priors.DEFAULT_PRIOR
+    model: Any = field(default_factory=StyleSwinConfig)
     batch_size: int = 16
     steps: int = 400_000
     lr: float = 2e-4
@@ -61,8 +65,14 @@ class PriorTrainConfig:
     synthetic: SyntheticConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.arch not in priors.list_priors():
+            raise TransMRSRError(
+                f"unknown prior arch {self.arch!r}; choose one of {', '.join(priors.list_priors())}"
+            )
         if isinstance(self.model, Mapping):
-            object.__setattr__(self, "model", StyleSwinConfig(**self.model))
+            object.__setattr__(self, "model", priors.prior_config_from_dict(self.arch, self.model))
+        if not isinstance(self.model, priors.prior_config_class(self.arch)):
+            raise TransMRSRError(f"the model config is not a {self.arch} config")
         _synthetic_from_dict(self)
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         _positive(self, "batch_size", "steps", "r1_every", "sample_every", "checkpoint_every")
@@ -80,12 +90,13 @@ class PriorTrainConfig:
 class SRTrainConfig:
     """Stage 2 (SPEC section 4): a super-resolution network on LR/HR pairs made on the fly.
 
-    TransMRSR is the method; the baselines of the benchmark (EDSR, SwinIR, Restormer) train
-    through the same pipeline with ``arch`` set to their registry name.
+    TransMRSR is the method; the baselines of the benchmark (EDSR, SwinIR, Restormer, MINet,
+    GFP-GAN) train through the same pipeline with ``arch`` set to their registry name.
 
     Attributes:
         arch: registry name of the network (:mod:`transmrsr.models.registry`).
-        model: that network's config (TransMRSR: its ``prior`` part must match the prior file).
+        model: that network's config (TransMRSR, GFP-GAN: its ``prior`` part must match the
+            prior file).
         pairs: degradation, factor range, thick axis, patch size, augmentation.
         batch_size: global batch. lr: Adam; halved every ``lr_halve_every`` epochs.
         max_epochs, patience, min_delta: stop after ``max_epochs``, or when validation PSNR
@@ -159,7 +170,7 @@ class SRTrainConfig:
             raise TransMRSRError(f"factor range must satisfy 1 < lo <= hi <= 16, got {lo}-{hi}")
         if not self.val_factors or any(not 1.0 < f <= 16.0 for f in self.val_factors):
             raise TransMRSRError(f"val_factors must be in (1, 16], got {self.val_factors}")
-        if self.arch == "transmrsr" and self.pairs.patch_size > self.model.img_size:
+        if registry.prior_of(self.arch) and self.pairs.patch_size > self.model.img_size:
             raise TransMRSRError(
                 f"patch_size {self.pairs.patch_size} exceeds the network size {self.model.img_size}"
             )
@@ -202,6 +213,25 @@ PRIOR_PRESETS: dict[str, PriorTrainConfig] = {
         log_every=5,
     ),
 }
+
+#: Learning rate of the StyleGAN2 prior: StyleGAN2's own (equalised learning rate everywhere;
+#: the StyleSwin presets' 2e-4 suits its transformer blocks).
+STYLEGAN2_LR = 2e-3
+
+
+def prior_preset(name: str, arch: str = priors.DEFAULT_PRIOR) -> PriorTrainConfig:
+    """The stage-1 preset ``name`` for prior ``arch``: the StyleGAN2 prior keeps the preset's
+    batch, steps, R1, EMA and logging, takes its own network preset of the same name and
+    StyleGAN2's learning rate."""
+    if name not in PRIOR_PRESETS:
+        raise TransMRSRError(f"unknown config {name!r}; choose one of {', '.join(PRIOR_PRESETS)}")
+    config = PRIOR_PRESETS[name]
+    if arch == config.arch:
+        return config
+    model = priors.prior_presets(arch)[name] if arch in priors.list_priors() else None
+    lr = STYLEGAN2_LR if arch == "stylegan2" else config.lr
+    return with_overrides(config, arch=arch, model=model, lr=lr)
+
 
 SR_PRESETS: dict[str, SRTrainConfig] = {
     "paper": SRTrainConfig(pairs=PairConfig(factor_range=(4.0, 4.0))),

@@ -1,12 +1,18 @@
 """Stage 1 (SPEC section 4): the StyleSwin generative prior, trained as a GAN.
 
+The same loop trains GFP-GAN's StyleGAN2 prior (``config.arch == "stylegan2"``): both
+generators map z to an image and train against the same StyleGAN2 discriminator; the prior
+file records which one it holds.
+
 Non-saturating logistic loss, lazy R1 on real images (gamma 10 every 16 steps, scaled by the
 interval as in StyleGAN2, whose lazy-regularisation correction of the discriminator's Adam
 settings is applied too), an EMA copy of the generator (decay 0.999) that becomes the prior.
 
 Exact resume: the data position is a function of the step (the batch sampler is deterministic),
 the latent codes of step ``s`` on rank ``r`` come from a generator seeded by ``(seed, s, r)``,
-and the checkpoint carries every weight, optimiser state and the global RNG state.
+the global RNG (StyleGAN2's noise injection draws from it) is seeded by them too at the start
+of every step, and the checkpoint carries every weight, optimiser state and the global RNG
+state.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from transmrsr.evaluation.figures import save_grid_png
-from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinGenerator
+from transmrsr.models.priors import build_prior_generator
+from transmrsr.models.styleswin import StyleGAN2Discriminator
 from transmrsr.training.checkpoint import (
     DISCRIMINATOR_PREFIX,
     rng_state,
@@ -46,9 +53,14 @@ log = logging.getLogger(__name__)
 N_SAMPLES = 16  # images in each sample grid
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one step on one process."""
+    return (seed * 1_000_003 + step) * 257 + rank
+
+
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """The random source of one step on one process (independent of what ran before)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 257 + rank)
+    return torch.Generator().manual_seed(step_seed(seed, step, rank))
 
 
 def requires_grad(module: nn.Module, flag: bool) -> None:
@@ -106,7 +118,7 @@ def train_prior(
         state, config = load_resume_state(resume_from, config)
     device = ctx.device
     torch.manual_seed(config.seed)  # same initial weights on every rank
-    generator = StyleSwinGenerator(config.model).to(device)
+    generator = build_prior_generator(config.model).to(device)
     discriminator = StyleGAN2Discriminator(config.model).to(device)
     ema = copy.deepcopy(generator).eval()
     requires_grad(ema, False)
@@ -126,7 +138,7 @@ def train_prior(
         opt_d.load_state_dict(state["opt_d"])
         step = int(state["step"])
         set_rng_state(state["rng"])
-        log.info("resumed stage 1 at step %d", step)
+        log.info("resumed stage 1 (%s) at step %d", config.arch, step)
 
     if ctx.is_main and state is None:
         save_run_files(out, config, data)
@@ -144,7 +156,8 @@ def train_prior(
         world_size=ctx.world_size,
     )
     log.info(
-        "stage 1: %d slices from %d volumes, %d batches of %d per epoch",
+        "stage 1 (%s): %d slices from %d volumes, %d batches of %d per epoch",
+        config.arch,
         len(dataset),
         len(volumes),
         sampler.batches_per_epoch,
@@ -182,6 +195,9 @@ def train_prior(
             if step >= end:
                 break
             real = real.to(device)
+            # The global RNG's draws in the step (noise injection) depend on the step alone,
+            # not on what ran before it (a data loader made on resume draws from it too).
+            torch.manual_seed((2 * step_seed(config.seed, step, ctx.rank) + 1) % 2**63)
             rng = step_generator(config.seed, step, ctx.rank)
             z_d = torch.randn(shard, style_dim, generator=rng).to(device)
             z_g = torch.randn(shard, style_dim, generator=rng).to(device)
@@ -257,24 +273,26 @@ def train_prior(
 
 def export_prior(
     path: Path,
-    ema: StyleSwinGenerator,
+    ema: nn.Module,
     discriminator: StyleGAN2Discriminator,
     config: PriorTrainConfig,
     step: int,
 ) -> Path:
-    """The prior file: EMA generator + discriminator (perceptual backbone), no centroids yet."""
+    """The prior file: EMA generator + discriminator (perceptual backbone), no centroids yet;
+    its metadata records the architecture."""
     state = dict(ema.state_dict())
     state.update({DISCRIMINATOR_PREFIX + k: v for k, v in discriminator.state_dict().items()})
     info = {"steps": step, "batch_size": config.batch_size, "seed": config.seed}
     out = save_prior(path, state, config.model, info=info)
-    log.info("prior written: %s (run fit-centroids on it next)", out)
+    if config.arch == "styleswin":
+        log.info("prior written: %s (run fit-centroids on it next)", out)
+    else:
+        log.info("%s prior written: %s (for train --arch gfpgan --prior)", config.arch, out)
     return out
 
 
 @torch.no_grad()
-def _write_samples(
-    ema: StyleSwinGenerator, z: Tensor, path: Path, monitor: RunMonitor, step: int
-) -> None:
+def _write_samples(ema: nn.Module, z: Tensor, path: Path, monitor: RunMonitor, step: int) -> None:
     images = ema(z)[:, 0].float().cpu().numpy()
     n = int(np.ceil(np.sqrt(len(images))))
     size = images.shape[-1]
