@@ -38,7 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_run_arguments(parser, "compact")
-    parser.add_argument("--prior", metavar="PRIOR", help="prior file from train-prior")
+    parser.add_argument(
+        "--prior",
+        metavar="PRIOR",
+        help="prior file from train-prior (a StyleGAN2 one, train-prior --arch stylegan2, for "
+        "--arch gfpgan)",
+    )
     parser.add_argument(
         "--init",
         metavar="MODEL",
@@ -82,7 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--arch",
         choices=list_architectures(),
         help="train a baseline network instead of TransMRSR, with its preset of the --config "
-        "name and the same pipeline (L1 loss; no prior needed)",
+        "name and the same pipeline (L1 loss; no prior needed but for gfpgan, whose generator "
+        "starts from a StyleGAN2 --prior)",
     )
     parser.add_argument(
         "--guide-contrast",

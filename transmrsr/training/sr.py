@@ -1,13 +1,14 @@
 """Stage 2 (SPEC section 4): super-resolution training with validation.
 
 For TransMRSR the decoder starts from the prior (fine-tuned unless ``freeze_decoder``) and the
-SDT centroids come with the prior file; the baselines (``config.arch``) train through the same
-loop. Loss: L1 + content + style (VGG19 or stage-1 discriminator features; weights 0 = L1).
-Adam, learning rate halved every ``lr_halve_every`` epochs; after each epoch the validation
-volumes are degraded, restored plane by plane and scored with the paper protocol, and the run
-stops when the validation PSNR has not improved by more than ``min_delta`` dB for ``patience``
-epochs. ``best.pt`` / ``model_best.safetensors`` hold the best epoch, ``last.pt`` the newest
-state.
+SDT centroids come with the prior file; for GFP-GAN the generator starts from a StyleGAN2 prior
+(fine-tuned unless ``freeze_decoder``, its ToRGBs always trained); the other baselines
+(``config.arch``) train through the same loop. Loss: L1 + content + style (VGG19 or stage-1
+discriminator features; weights 0 = L1). Adam, learning rate halved every ``lr_halve_every``
+epochs; after each epoch the validation volumes are degraded, restored plane by plane and
+scored with the paper protocol, and the run stops when the validation PSNR has not improved by
+more than ``min_delta`` dB for ``patience`` epochs. ``best.pt`` / ``model_best.safetensors``
+hold the best epoch, ``last.pt`` the newest state.
 
 Exact resume: the batch order is a function of (seed, epoch) and each pair's randomness of
 (seed, epoch, index) (see :mod:`transmrsr.training.data`), so the data position is the step
@@ -36,12 +37,20 @@ from transmrsr.errors import TransMRSRError
 from transmrsr.evaluation.compare import default_slice_axis
 from transmrsr.evaluation.metrics import paper_protocol
 from transmrsr.inference.planes import restore_along_planes
+from transmrsr.models.gfpgan import GFPGAN
+from transmrsr.models.priors import (
+    DEFAULT_PRIOR,
+    PriorConfig,
+    prior_arch_of,
+    prior_config_from_dict,
+)
 from transmrsr.models.registry import build_model, config_to_dict
-from transmrsr.models.styleswin import StyleGAN2Discriminator, StyleSwinConfig
+from transmrsr.models.styleswin import StyleGAN2Discriminator
 from transmrsr.models.transmrsr import CENTROIDS_KEY, TransMRSR, with_guide
 from transmrsr.pairs import MIN_SIGNAL_FRACTION, SIGNAL_LEVEL
 from transmrsr.training.checkpoint import (
     load_prior,
+    load_prior_for,
     rng_state,
     save_checkpoint,
     save_model,
@@ -186,8 +195,10 @@ def check_guided(config: SRTrainConfig) -> None:
 def build_network(
     config: SRTrainConfig, prior_path: Path | None
 ) -> tuple[nn.Module, StyleGAN2Discriminator | None]:
-    """The stage-2 network (TransMRSR: initialised from the prior) and the prior's
+    """The stage-2 network (TransMRSR, GFP-GAN: initialised from the prior) and the prior's
     discriminator (for discriminator-feature perceptual losses; ``None`` without a prior)."""
+    if config.arch == "gfpgan":
+        return _gfpgan_network(config, prior_path)
     if config.arch != "transmrsr":
         return build_model(config.arch, config.model), _prior_discriminator(prior_path)
     model = TransMRSR(config.model)
@@ -201,7 +212,7 @@ def build_network(
         if config.model.use_sdt and config.model.psi < 1.0:
             raise TransMRSRError("SDT needs centroids from a prior file: give --prior")
         return model, None
-    state, prior_config, _ = load_prior(prior_path)
+    state, prior_config, _ = load_prior_for(prior_path, config.arch)
     if prior_config != config.model.prior:
         raise TransMRSRError(
             f"{prior_path}: the prior's network sizes differ from the config's model.prior"
@@ -220,6 +231,39 @@ def build_network(
         discriminator = StyleGAN2Discriminator(prior_config)
         discriminator.load_state_dict(disc_state)
     return model, discriminator
+
+
+def _gfpgan_network(
+    config: SRTrainConfig, prior_path: Path | None
+) -> tuple[nn.Module, StyleGAN2Discriminator | None]:
+    """GFP-GAN with its generator from a StyleGAN2 prior file (which needs no centroids)."""
+    model = GFPGAN(config.model)
+    if prior_path is None:
+        if config.model.use_prior:
+            raise TransMRSRError(
+                "gfpgan needs --prior PRIOR (a StyleGAN2 prior from 'transmrsr train-prior "
+                "--arch stylegan2'), or a config with use_prior false"
+            )
+        return model, None
+    state, prior_config, _ = load_prior_for(prior_path, config.arch)
+    if prior_config != config.model.prior:
+        raise TransMRSRError(
+            f"{prior_path}: the prior's network sizes differ from the config's model.prior"
+        )
+    generator_state, disc_state = split_prior(state)
+    if config.model.use_prior:
+        model.load_prior(generator_state)
+    return model, _discriminator(prior_config, disc_state)
+
+
+def _discriminator(
+    config: PriorConfig, state: dict[str, torch.Tensor] | None
+) -> StyleGAN2Discriminator | None:
+    if state is None:
+        return None
+    discriminator = StyleGAN2Discriminator(config)
+    discriminator.load_state_dict(state)
+    return discriminator
 
 
 def init_network(
@@ -255,20 +299,16 @@ def _prior_discriminator(prior_path: Path | None) -> StyleGAN2Discriminator | No
     if prior_path is None:
         return None
     state, prior_config, _ = load_prior(prior_path)
-    disc_state = split_prior(state)[1]
-    if disc_state is None:
-        return None
-    discriminator = StyleGAN2Discriminator(prior_config)
-    discriminator.load_state_dict(disc_state)
-    return discriminator
+    return _discriminator(prior_config, split_prior(state)[1])
 
 
-def _disc_config(state: dict[str, Any]) -> StyleSwinConfig:
-    """The perceptual discriminator's sizes saved in a checkpoint (older TransMRSR checkpoints
-    did not save them: there they are the model's prior sizes)."""
+def _disc_config(state: dict[str, Any]) -> PriorConfig:
+    """The perceptual discriminator's sizes saved in a checkpoint, as the config of the prior
+    it came with (``discriminator_arch``; checkpoints without it had a StyleSwin prior, and
+    older TransMRSR checkpoints did not save the sizes: there they are the model's prior's)."""
     saved = state.get("discriminator_config")
     if saved is not None:
-        return StyleSwinConfig.from_dict(dict(saved))
+        return prior_config_from_dict(state.get("discriminator_arch") or DEFAULT_PRIOR, saved)
     return config_from_dict(state["config"]).model.prior  # type: ignore[union-attr]
 
 
@@ -374,6 +414,9 @@ def train_sr(
     if config.freeze_decoder and isinstance(model, TransMRSR):
         for p in model.decoder.parameters():
             p.requires_grad_(False)
+    if config.freeze_decoder and isinstance(model, GFPGAN):
+        for p in model.prior_parameters():  # its ToRGBs are new: they always train
+            p.requires_grad_(False)
     if config.train_only_guide:
         if not isinstance(model, TransMRSR) or model.guide_branch is None:
             raise TransMRSRError("train_only_guide needs a TransMRSR with a guide branch")
@@ -473,6 +516,9 @@ def train_sr(
                 "model": model.state_dict(),
                 "discriminator": discriminator.state_dict() if discriminator else None,
                 "discriminator_config": asdict(discriminator.config) if discriminator else None,
+                "discriminator_arch": (
+                    prior_arch_of(discriminator.config) if discriminator else None
+                ),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "history": history,
