@@ -18,11 +18,13 @@ from transmrsr.evaluation import benchmark
 from transmrsr.evaluation.benchmark import METHODS, BenchmarkSettings, parse_methods
 from transmrsr.evaluation.segmentation import TISSUES, segment_tissues, tissue_dice
 from transmrsr.io import Volume
+from transmrsr.models.priors import prior_arch_of
 from transmrsr.training import config as config_module
+from transmrsr.training.checkpoint import load_prior
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-METHOD_LIST = "cubic,edsr,transmrsr,transmrsr-nosdt"
+METHOD_LIST = "cubic,edsr,gfpgan,transmrsr,transmrsr-nosdt"
 
 
 @pytest.fixture
@@ -81,30 +83,46 @@ def test_tiny_benchmark_writes_the_whole_report(phantom_data, tmp_path, monkeypa
     # Every learned method got the same budget, and the TransMRSR rows share one prior.
     assert {name: cost["steps"] for name, cost in results["training"].items()} == {
         "edsr": 2,
+        "gfpgan": 2,
         "transmrsr": 2,
         "transmrsr-nosdt": 2,
     }
     assert (out / "runs" / "prior" / "prior.safetensors").is_file()
+    # GFP-GAN's StyleGAN2 prior was trained here as long as the StyleSwin one, on the same
+    # subjects, and loaded by its run.
+    stylegan2 = out / "runs" / "prior-stylegan2"
+    _, prior_config, info = load_prior(stylegan2 / "prior.safetensors")
+    assert prior_arch_of(prior_config) == "stylegan2" and info["steps"] == 2
+    split = [
+        json.loads((out / "runs" / run / "data.json").read_text())["train"]
+        for run in ("prior", "prior-stylegan2")
+    ]
+    assert split[0] == split[1]
+    assert json.loads((out / "runs" / "gfpgan" / "config.json").read_text())["arch"] == "gfpgan"
+    assert results["priors"]["stylegan2"].endswith("prior-stylegan2/prior.safetensors")
     # Cubic is the interpolation itself: its numbers do not depend on any training.
     cubic = [r for r in rows if r["method"] == "cubic"]
     assert cubic[0]["psnr_paper"] > cubic[1]["psnr_paper"]  # x2 is easier than x4
     report = (out / "report.md").read_text()
     assert report in printed
-    for label in ("Cubic", "EDSR", "TransMRSR", "TransMRSR w/o SDT"):
+    for label in ("Cubic", "EDSR", "GFP-GAN", "TransMRSR", "TransMRSR w/o SDT"):
         assert f"| {label} |" in report
+    gfpgan_x4 = next(line for line in report.split("## x4")[1].splitlines() if "GFP-GAN" in line)
+    assert gfpgan_x4.endswith("| 36.37 / 0.9753 |")  # the paper's number next to ours
+    assert "GFP-GAN: a StyleGAN2 prior, trained here for 2 steps" in report
     assert "## x2" in report and "## x4" in report and "## Ablations" in report
     assert "pip install 'transmrsr[seg]'" in report
     for figure in ("psnr_vs_factor.png", *Path(out).glob("fig_*_x4.png")):
         assert (out / Path(figure).name).stat().st_size > 1000
     # Rerunning reuses the trained models and the cached scores (the restore timings are the
     # first run's); a deleted score is restored again and reproduces its numbers.
-    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model_*.safetensors")}
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.safetensors")}
     assert len(list((out / "scores").glob("*.npy"))) == len(rows)
     test_name = rows[0]["volume"]
     (out / "scores" / f"{test_name}_x4_edsr.json").unlink()
     assert _run(phantom_data, out) == 0
     again = json.loads((out / "results.json").read_text())
-    after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("model_*.safetensors")}
+    after = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.safetensors")}
     assert before == after
     for a, b in zip(rows, again["rows"], strict=True):
         assert a["psnr_paper"] == pytest.approx(b["psnr_paper"], abs=1e-9)

@@ -396,3 +396,12 @@ def test_gfpgan_without_a_prior_is_a_one_line_error(phantom_data, tmp_path, caps
     assert main([*args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train-prior --arch stylegan2" in err[0], err
+
+
+def test_the_benchmark_refuses_a_styleswin_prior_for_gfpgan(phantom_data, tmp_path, capsys):
+    prior = styleswin_prior(tmp_path / "prior.safetensors")
+    args = ["benchmark", "--data", str(phantom_data), "--out", str(tmp_path / "bench")]
+    args += ["--config", "tiny", "--methods", "cubic,gfpgan", "--budget-steps", "1", "--no-mni"]
+    assert main([*args, "--stylegan2-prior", str(prior), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gfpgan needs a stylegan2 prior" in err[0], err

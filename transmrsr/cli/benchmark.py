@@ -73,11 +73,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prior", metavar="FILE", help="prior with centroids for TransMRSR rows")
     parser.add_argument(
+        "--stylegan2-prior",
+        metavar="FILE",
+        help="StyleGAN2 prior (train-prior --arch stylegan2) for the GFP-GAN row; without it "
+        "one is trained here on the same training subjects for --prior-steps steps",
+    )
+    parser.add_argument(
         "--prior-steps",
         type=int_at_least(1),
         default=300,
         metavar="N",
-        help="stage-1 steps when no --prior is given (default 300)",
+        help="stage-1 steps of each prior trained here: StyleSwin when no --prior is given, "
+        "StyleGAN2 when no --stylegan2-prior is (default 300; with --prior, give its steps so "
+        "that both priors train alike)",
     )
     parser.add_argument("--split", metavar="FILE", help="subject split file (split.json)")
     parser.add_argument("--val", type=int_at_least(1), default=1, help="validation subjects")
@@ -173,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         budget_minutes=args.budget_minutes,
         prior=args.prior,
         prior_steps=args.prior_steps,
+        stylegan2_prior=args.stylegan2_prior,
         thick_axis=args.axis,
         planes=args.planes,
         include_mni=not args.no_mni,

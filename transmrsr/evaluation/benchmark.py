@@ -10,10 +10,13 @@ brain-masked PSNR/SSIM) and, where a brain mask is known and ANTsPy is installed
 of Atropos GM/WM/CSF segmentations of restored vs reference (Table 3).
 
 TransMRSR's ablations (SPEC section 7) are methods too: ``transmrsr-noprior`` (decoder not
-initialised from the prior), ``-nosdt``, ``-nomref``, ``-noskip``. Learned methods share one
-prior (``prior``; or one trained here for ``prior_steps``) and are trained once over the factor
-range of the benchmark, so a model serves every factor (SPEC trains one per factor; the budget
-here is for one).
+initialised from the prior), ``-nosdt``, ``-nomref``, ``-noskip``. The TransMRSR rows share one
+StyleSwin prior (``prior``; or one trained here for ``prior_steps``). GFP-GAN (Wang et al.
+2021) loads a StyleGAN2 prior instead (``stylegan2_prior``; or one trained here, as
+``train-prior --arch stylegan2`` does, on the same training volumes for the same
+``prior_steps``, in ``OUT/runs/prior-stylegan2``). Learned methods are trained once over the
+factor range of the benchmark, so a model serves every factor (SPEC trains one per factor; the
+budget here is for one).
 
 A benchmark is resumable: each method's run lives in ``OUT/runs/NAME`` and a finished one is
 not retrained; a killed one continues from its checkpoint (its wall-time clock restarts).
@@ -63,8 +66,10 @@ from transmrsr.inference.restore import (
 )
 from transmrsr.interpolation import upsample
 from transmrsr.io import Volume, atomic_path, load_volume, voxel_sizes
+from transmrsr.models.registry import prior_of
 from transmrsr.training.centroids import add_centroids_to_prior
-from transmrsr.training.config import PRIOR_PRESETS, sr_preset, with_overrides
+from transmrsr.training.checkpoint import load_prior_for
+from transmrsr.training.config import prior_preset, sr_preset, with_overrides
 from transmrsr.training.data import read_record
 from transmrsr.training.distributed import DistContext
 from transmrsr.training.prior import train_prior
@@ -96,8 +101,13 @@ class Method:
     guided: bool = False
 
     @property
+    def prior(self) -> str | None:
+        """The generative prior the network loads (``styleswin``, ``stylegan2``), if any."""
+        return prior_of(self.arch) if self.arch is not None else None
+
+    @property
     def needs_prior(self) -> bool:
-        return self.arch == "transmrsr"
+        return self.prior is not None
 
 
 METHODS: dict[str, Method] = {
@@ -107,6 +117,7 @@ METHODS: dict[str, Method] = {
         Method("edsr", "EDSR", "edsr"),
         Method("swinir", "SwinIR", "swinir"),
         Method("restormer", "Restormer", "restormer"),
+        Method("gfpgan", "GFP-GAN", "gfpgan"),
         Method("transmrsr", "TransMRSR", "transmrsr"),
         Method("transmrsr-noprior", "TransMRSR w/o prior", "transmrsr", {"use_prior": False}),
         Method("transmrsr-nosdt", "TransMRSR w/o SDT", "transmrsr", {"use_sdt": False}),
@@ -160,6 +171,11 @@ class BenchmarkSettings:
             number of steps (same batch for all), or minutes of wall time; at least one.
         prior: prior file (with SDT centroids) for the TransMRSR rows; without one a prior is
             trained here for ``prior_steps`` steps on the training subjects.
+        prior_steps: steps of every prior trained here (StyleSwin without ``prior``, StyleGAN2
+            without ``stylegan2_prior``), so that both priors have the same training.
+        stylegan2_prior: StyleGAN2 prior file (``train-prior --arch stylegan2``) for the
+            GFP-GAN row; without one it is trained here for ``prior_steps`` steps on the
+            training subjects.
         thick_axis: anatomical axis made thick (``SI``: axial acquisitions).
         planes: ``one`` or ``both`` planes through the thick axis at restoration.
         include_mni: also score the MNI152 template (with its brain mask).
@@ -185,6 +201,7 @@ class BenchmarkSettings:
     budget_minutes: float | None = None
     prior: str | None = None
     prior_steps: int = 300
+    stylegan2_prior: str | None = None
     thick_axis: str = "SI"
     planes: str = "one"
     include_mni: bool = True
@@ -363,28 +380,74 @@ def _mask_beside(path: Path) -> Volume | None:
 
 
 # ------------------------------------------------------------------------------- training
+#: Per prior: the setting that gives its file (``--prior``, ``--stylegan2-prior``), the run
+#: folder of one trained here, and the network that loads it.
+PRIOR_SOURCES: dict[str, tuple[str, str, str]] = {
+    "styleswin": ("prior", "prior", "transmrsr"),
+    "stylegan2": ("stylegan2_prior", "prior-stylegan2", "gfpgan"),
+}
+
+
+def _given_prior(settings: BenchmarkSettings, arch: str) -> Path | None:
+    """The prior file of ``arch`` the settings give (checked: it exists and is of ``arch``)."""
+    given = getattr(settings, PRIOR_SOURCES[arch][0])
+    if given is None:
+        return None
+    path = Path(given)
+    if not path.is_file():
+        raise TransMRSRError(f"{path}: no such prior file")
+    load_prior_for(path, PRIOR_SOURCES[arch][2])  # a prior of the other kind: one line
+    return path
+
+
 def _prepare_prior(
-    data: RunData, settings: BenchmarkSettings, out: Path, ctx: DistContext, progress: bool
+    data: RunData,
+    settings: BenchmarkSettings,
+    out: Path,
+    ctx: DistContext,
+    progress: bool,
+    arch: str = "styleswin",
 ) -> Path:
-    if settings.prior is not None:
-        path = Path(settings.prior)
-        if not path.is_file():
-            raise TransMRSRError(f"{path}: no such prior file")
-        return path
-    run = out / "runs" / "prior"
+    """The ``arch`` prior of the benchmark: the given file, or one trained here (in
+    ``OUT/runs/prior`` or ``OUT/runs/prior-stylegan2``) for ``prior_steps`` steps on the
+    training subjects, resumed when interrupted and reused when finished. A StyleSwin prior
+    gets its SDT centroids."""
+    given = _given_prior(settings, arch)
+    if given is not None:
+        return given
+    run = out / "runs" / PRIOR_SOURCES[arch][1]
     final = run / "prior.safetensors"
-    done = run / "centroids.done"
-    if not done.is_file():
-        if not final.is_file():
-            resume_from = prepare_out(run, resume=(run / "last.pt").is_file())
-            config = with_overrides(
-                PRIOR_PRESETS[settings.preset], steps=settings.prior_steps, seed=settings.seed
-            )
-            log.info("training the shared prior for %d steps", settings.prior_steps)
-            train_prior(data, config, run, ctx, resume_from=resume_from, progress=progress)
+    done = run / "centroids.done"  # the StyleSwin prior's centroids are in the file
+    needs_centroids = arch == "styleswin"
+    if final.is_file() and (done.is_file() or not needs_centroids):
+        return final
+    if not final.is_file():
+        resume_from = prepare_out(run, resume=(run / "last.pt").is_file())
+        config = with_overrides(
+            prior_preset(settings.preset, arch), steps=settings.prior_steps, seed=settings.seed
+        )
+        log.info("training the %s prior for %d steps", arch, settings.prior_steps)
+        train_prior(data, config, run, ctx, resume_from=resume_from, progress=progress)
+    if needs_centroids:
         add_centroids_to_prior(final, seed=settings.seed)
         done.write_text("ok\n")
     return final
+
+
+def _warn_unequal_priors(settings: BenchmarkSettings, priors: dict[str, Path]) -> None:
+    """Say so when a given StyleSwin prior trained for other than the ``prior_steps`` a
+    StyleGAN2 prior trained here gets."""
+    if settings.prior is None or settings.stylegan2_prior is not None or "stylegan2" not in priors:
+        return
+    steps = load_prior_for(priors["styleswin"], "transmrsr")[2].get("steps")
+    if steps is not None and int(steps) != settings.prior_steps:
+        log.warning(
+            "the StyleGAN2 prior trains for %d steps (--prior-steps), the given StyleSwin prior "
+            "trained for %d: give --prior-steps %d to train both alike",
+            settings.prior_steps,
+            int(steps),
+            int(steps),
+        )
 
 
 def train_method(
@@ -396,7 +459,8 @@ def train_method(
     prior: Path | None,
     progress: bool,
 ) -> dict[str, Any]:
-    """Train (or finish training) one method; returns what it cost."""
+    """Train (or finish training) one method (``prior``: the file of the prior it loads, if
+    any); returns what it cost."""
     assert method.arch is not None
     run = out / "runs" / method.name
     record = run / "trained.json"
@@ -550,7 +614,9 @@ def _cache_stamp(settings: BenchmarkSettings, segment: bool) -> dict[str, Any]:
     """What a cached score depends on beyond its (volume, factor, method) key: adding a method
     or a factor keeps the other scores. The preset's training config is part of it, so a
     preset changed by a new version of the package is not mistaken for the one scored."""
-    skip = ("methods", "factors", *(() if settings.guided else SYNTHETIC_SETTINGS))
+    skip = ["methods", "factors", *(() if settings.guided else SYNTHETIC_SETTINGS)]
+    if settings.stylegan2_prior is None or "gfpgan" not in settings.methods:
+        skip.append("stylegan2_prior")  # (stamps made before the option keep matching)
     kept = {k: v for k, v in settings.to_dict().items() if k not in skip}
     training = sr_preset(settings.preset).to_dict()
     return {"settings": kept, "training": training, "segmented": segment}
@@ -646,6 +712,7 @@ class BenchmarkResult:
     hardware: dict[str, Any]
     seconds: float
     figures: dict[str, str] = field(default_factory=dict)
+    priors: dict[str, str] = field(default_factory=dict)  # prior arch -> its file
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -656,6 +723,7 @@ class BenchmarkResult:
             "hardware": self.hardware,
             "seconds": self.seconds,
             "figures": self.figures,
+            "priors": self.priors,
         }
 
 
@@ -683,15 +751,18 @@ def run_benchmark(
     methods = [METHODS[m] for m in settings.methods]
     if settings.guided:
         synthetic_config(settings)  # a wrong label folder fails before any training
-    prior = None
-    if any(m.needs_prior for m in methods):
-        prior = _prepare_prior(data, settings, out, ctx, progress)
+    needed = list(dict.fromkeys(m.prior for m in methods if m.prior is not None))
+    for arch in needed:
+        _given_prior(settings, arch)  # a wrong prior file fails before any training
+    priors = {arch: _prepare_prior(data, settings, out, ctx, progress, arch) for arch in needed}
+    _warn_unequal_priors(settings, priors)
     training = {}
     restorers: dict[str, Restorer] = {}
     for method in methods:
         if method.arch is None:
             restorers[method.name] = _cubic
             continue
+        prior = priors.get(method.prior) if method.prior is not None else None
         cost = train_method(method, data, settings, out, ctx, prior, progress)
         model = load_model(cost["model"])
         cost["parameters"] = sum(p.numel() for p in model.network.parameters())
@@ -722,4 +793,5 @@ def run_benchmark(
         hardware=hardware(),
         seconds=time.perf_counter() - start,
         figures=figures,
+        priors={arch: str(path) for arch, path in priors.items()},
     )

@@ -15,7 +15,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from transmrsr.evaluation.benchmark import ABLATIONS, GUIDED, METHODS, BenchmarkResult
+from transmrsr.evaluation.benchmark import (
+    ABLATIONS,
+    GUIDED,
+    METHODS,
+    PRIOR_SOURCES,
+    BenchmarkResult,
+)
 from transmrsr.evaluation.figures import save_figure
 from transmrsr.evaluation.segmentation import TISSUES
 from transmrsr.io import atomic_path
@@ -25,6 +31,7 @@ PAPER_T1: dict[str, dict[float, tuple[float, float]]] = {
     "edsr": {4.0: (34.14, 0.9574), 8.0: (29.67, 0.9209)},
     "swinir": {4.0: (37.84, 0.9837), 8.0: (30.47, 0.9371)},
     "restormer": {4.0: (37.52, 0.9834), 8.0: (30.35, 0.9436)},
+    "gfpgan": {4.0: (36.37, 0.9753), 8.0: (29.50, 0.9108)},
     "transmrsr": {4.0: (38.56, 0.9862), 8.0: (30.85, 0.9451)},
 }
 #: SPEC section 7: the paper's ablation PSNR at T1 x8.
@@ -148,6 +155,29 @@ def _training_lines(result: BenchmarkResult) -> list[str]:
     return lines
 
 
+#: The methods of each generative prior, as the report names them.
+_PRIOR_LABELS = {"styleswin": "StyleSwin", "stylegan2": "StyleGAN2"}
+
+
+def _prior_lines(result: BenchmarkResult) -> list[str]:
+    """One protocol line per generative prior: which rows load it, and where it came from."""
+    settings = result.settings
+    lines = []
+    for arch, path in result.priors.items():
+        users = [METHODS[m].label for m in settings.methods if METHODS[m].prior == arch]
+        given = getattr(settings, PRIOR_SOURCES[arch][0]) is not None
+        source = (
+            f"given (`{Path(path).name}`)"
+            if given
+            else f"trained here for {settings.prior_steps} steps on the training subjects"
+        )
+        lines.append(
+            f"- {', '.join(users)}: a {_PRIOR_LABELS.get(arch, arch)} prior, {source}"
+            + ("; shared by these rows." if len(users) > 1 else ".")
+        )
+    return lines
+
+
 def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n / 1e3:.1f}k"
 
@@ -233,6 +263,7 @@ def write_report(
         f"`{settings.preset}`, factors drawn from {settings.factors[0]:g}-"
         f"{settings.factors[-1]:g}, budget {budget} each, seed {settings.seed} (losses in "
         "the training table). Model = best validation epoch (newest when none ended).",
+        *_prior_lines(result),
         *(
             [
                 f"- {', '.join(METHODS[m].label for m in guided)}: trained on "
