@@ -79,6 +79,7 @@ def score_head(args: argparse.Namespace, index: int, factor: float) -> dict:
     thick = Volume(data=lr_data.astype(np.float32), affine=lr_affine)
     cubic_data, cubic_affine = upsample(lr_data, lr_affine, axis, factor, "cubic")
     cubic = Volume(data=cubic_data, affine=cubic_affine)
+    brain = Volume(data=brain.astype(np.float32), affine=affine)
     base = compare_volumes(cubic, ref, mask=brain, thick_axis=axis, period=factor)
     record: dict = {"head": index, "subject": subject, "factor": factor}
     for name, guide_volume in (
