@@ -202,7 +202,6 @@ def build_network(
     if config.arch != "transmrsr":
         return build_model(config.arch, config.model), _prior_discriminator(prior_path)
     model = TransMRSR(config.model)
-    discriminator = None
     if prior_path is None:
         if config.model.use_prior:
             raise TransMRSRError(
@@ -212,12 +211,7 @@ def build_network(
         if config.model.use_sdt and config.model.psi < 1.0:
             raise TransMRSRError("SDT needs centroids from a prior file: give --prior")
         return model, None
-    state, prior_config, _ = load_prior_for(prior_path, config.arch)
-    if prior_config != config.model.prior:
-        raise TransMRSRError(
-            f"{prior_path}: the prior's network sizes differ from the config's model.prior"
-        )
-    generator_state, disc_state = split_prior(state)
+    generator_state, disc_state, prior_config = _prior_parts(config, prior_path)
     if config.model.use_sdt and config.model.psi < 1.0 and CENTROIDS_KEY not in generator_state:
         raise TransMRSRError(
             f"{prior_path}: the prior has no SDT centroids; run "
@@ -227,10 +221,7 @@ def build_network(
         model.load_prior(generator_state)
     elif model.sdt is not None and CENTROIDS_KEY in generator_state:
         model.sdt.set_centroids(generator_state[CENTROIDS_KEY])
-    if disc_state is not None:
-        discriminator = StyleGAN2Discriminator(prior_config)
-        discriminator.load_state_dict(disc_state)
-    return model, discriminator
+    return model, _discriminator(prior_config, disc_state)
 
 
 def _gfpgan_network(
@@ -245,15 +236,24 @@ def _gfpgan_network(
                 "--arch stylegan2'), or a config with use_prior false"
             )
         return model, None
+    generator_state, disc_state, prior_config = _prior_parts(config, prior_path)
+    if config.model.use_prior:
+        model.load_prior(generator_state)
+    return model, _discriminator(prior_config, disc_state)
+
+
+def _prior_parts(
+    config: SRTrainConfig, prior_path: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, PriorConfig]:
+    """The generator and discriminator weights of a prior file made for ``config.arch``'s
+    prior, and the prior's config, which must be the model's ``prior``."""
     state, prior_config, _ = load_prior_for(prior_path, config.arch)
     if prior_config != config.model.prior:
         raise TransMRSRError(
             f"{prior_path}: the prior's network sizes differ from the config's model.prior"
         )
     generator_state, disc_state = split_prior(state)
-    if config.model.use_prior:
-        model.load_prior(generator_state)
-    return model, _discriminator(prior_config, disc_state)
+    return generator_state, disc_state, prior_config
 
 
 def _discriminator(
