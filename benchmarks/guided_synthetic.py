@@ -65,6 +65,7 @@ def make_head(labels_dir: Path, index: int, contrast: str, guide_contrast: str):
 def score_head(args: argparse.Namespace, index: int, factor: float) -> dict:
     from transmrsr.api import run_restore
     from transmrsr.degradation import degrade
+    from transmrsr.errors import GuideError
     from transmrsr.evaluation.compare import compare_volumes
     from transmrsr.geometry import resolve_axis
     from transmrsr.interpolation import upsample
@@ -87,7 +88,13 @@ def score_head(args: argparse.Namespace, index: int, factor: float) -> dict:
         ("guided", Volume(data=guide, affine=affine)),
     ):
         start = time.perf_counter()
-        result = run_restore(thick, guide=guide_volume, progress=False)
+        try:
+            result = run_restore(thick, guide=guide_volume, progress=False)
+        except GuideError as exc:
+            # A refused guide is a result too: the check's false refusals are measured here.
+            log.warning("head %d x%g: guide refused: %s", index, factor, exc)
+            record["refused"] = str(exc)
+            result = run_restore(thick, progress=False)
         seconds = time.perf_counter() - start
         ours = compare_volumes(result.volume, ref, mask=brain, thick_axis=axis, period=factor)
         record[name] = {
@@ -95,7 +102,7 @@ def score_head(args: argparse.Namespace, index: int, factor: float) -> dict:
             "gain_ssim": ours.ssim_masked - base.ssim_masked,
             "seconds": seconds,
         }
-        if guide_volume is not None:
+        if guide_volume is not None and "refused" not in record:
             record[name]["held_out_gain_db"] = result.guide_gain_db
             record[name]["guide_used"] = bool(result.guide_used)
         log.info("head %d x%g %s: %+.3f dB", index, factor, name, record[name]["gain_psnr"])
@@ -110,6 +117,12 @@ def table(records: list[dict]) -> str:
     ]
     for r in records:
         u, g = r["unguided"], r["guided"]
+        if "refused" in r:
+            lines.append(
+                f"| {r['head']} ({r['subject']}) | x{r['factor']:g} | {u['gain_psnr']:+.3f} | "
+                f"refused: {r['refused']} | | | |"
+            )
+            continue
         lines.append(
             f"| {r['head']} ({r['subject']}) | x{r['factor']:g} | {u['gain_psnr']:+.3f} | "
             f"{g['gain_psnr']:+.3f} | **{g['gain_psnr'] - u['gain_psnr']:+.3f}** | "
@@ -119,9 +132,10 @@ def table(records: list[dict]) -> str:
         diffs = [
             r["guided"]["gain_psnr"] - r["unguided"]["gain_psnr"]
             for r in records
-            if r["factor"] == factor
+            if r["factor"] == factor and "refused" not in r
         ]
-        lines.append(f"| mean | x{factor:g} | | | **{np.mean(diffs):+.3f}** | | |")
+        if diffs:
+            lines.append(f"| mean | x{factor:g} | | | **{np.mean(diffs):+.3f}** | | |")
     return "\n".join(lines)
 
 

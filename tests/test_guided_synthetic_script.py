@@ -48,3 +48,7 @@ def test_the_table_gives_each_case_and_the_mean_difference(gs):
     assert "| 0 (s0) | x4 | +1.000 | +3.000 | **+2.000** |" in text
     assert "| mean | x4 | | | **+1.500** | | |" in text
     assert "| mean | x8 | | | **+0.500** | | |" in text
+    refused = {**record(2, 4.0, 1.0, 1.0), "refused": "the guide does not look like the scan"}
+    text = gs.table([record(0, 4.0, 1.0, 3.0), refused])
+    assert "| 2 (s2) | x4 | +1.000 | refused: the guide does not look like the scan |" in text
+    assert "| mean | x4 | | | **+2.000** | | |" in text  # a refused guide is not averaged
