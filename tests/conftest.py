@@ -111,6 +111,20 @@ def write_nifti(tmp_path):
     return _write
 
 
+@pytest.fixture
+def phantom_data(tmp_path) -> Path:
+    """Four small T1 phantoms with IXI names, on PSR and LAS grids (a training folder)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(4):
+        affine = oriented_affine("PSR" if i % 2 else "LAS")
+        nib.save(
+            nib.Nifti1Image(phantom((36, 40, 30), seed=i), affine),
+            folder / f"IXI00{i}-Guys-0000-T1.nii.gz",
+        )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory):
     """A tiny TransMRSR (random weights, random centroids) saved as a model file."""

@@ -6,7 +6,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from conftest import oriented_affine, phantom
@@ -25,19 +24,6 @@ from transmrsr.training.checkpoint import load_prior
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 METHOD_LIST = "cubic,edsr,gfpgan,transmrsr,transmrsr-nosdt"
-
-
-@pytest.fixture
-def phantom_data(tmp_path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for i in range(4):
-        affine = oriented_affine("PSR" if i % 2 else "LAS")
-        nib.save(
-            nib.Nifti1Image(phantom((36, 40, 30), seed=i), affine),
-            folder / f"IXI00{i}-Guys-0000-T1.nii.gz",
-        )
-    return folder
 
 
 def _run(data: Path, out: Path, *extra: str, methods: str = METHOD_LIST) -> int:

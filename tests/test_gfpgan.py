@@ -8,10 +8,8 @@ import itertools
 import json
 from pathlib import Path
 
-import nibabel as nib
 import pytest
 import torch
-from conftest import oriented_affine, phantom
 
 from transmrsr.cli.main import main
 from transmrsr.errors import TransMRSRError
@@ -287,19 +285,6 @@ def test_model_summary_command(capsys):
 
 
 # ---------------------------------------------------------------- training
-
-
-@pytest.fixture
-def phantom_data(tmp_path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for i in range(4):
-        affine = oriented_affine("PSR" if i % 2 else "LAS")
-        nib.save(
-            nib.Nifti1Image(phantom((36, 40, 30), seed=i), affine),
-            folder / f"IXI00{i}-Guys-0000-T1.nii.gz",
-        )
-    return folder
 
 
 def _run(data_dir: Path, prior: Path, out: Path, *, stop_after=None, resume=False, **overrides):
