@@ -191,12 +191,23 @@ def test_pairs_model_the_known_thickness_or_the_spacing_when_it_is_unknown(
     assert seen[-1].profiles == ("boxcar",) and seen[-1].thickness_range == (1.0, 1.0)
 
 
-@pytest.mark.parametrize("scope", ["decoder", "all"])
-def test_the_scope_says_which_parameters_the_adaptation_tunes(tiny_model_file, scope):
+@pytest.mark.parametrize(
+    ("scope", "factor", "tuned"),
+    [
+        ("decoder", 4.0, "decoder"),
+        ("all", 4.0, "all"),
+        ("auto", 4.0, "decoder"),
+        ("auto", 6.0, "all"),
+    ],
+)
+def test_the_scope_says_which_parameters_the_adaptation_tunes(
+    tiny_model_file, scope, factor, tuned
+):
     network = load_model(tiny_model_file).network
     scan = _scan()
     normalised = IntensityScaler.fit(scan.data)(scan.data)
-    adapted = adapt_network(network, normalised, 2, 4.0, AdaptConfig(steps=2, lr=1e-3, scope=scope))
+    config = AdaptConfig(steps=2, lr=1e-3, scope=scope)
+    adapted = adapt_network(network, normalised, 2, factor, config)
     before = dict(network.named_parameters())
     changed = {
         name for name, value in adapted.named_parameters() if not torch.equal(value, before[name])
@@ -206,7 +217,7 @@ def test_the_scope_says_which_parameters_the_adaptation_tunes(tiny_model_file, s
         for name in before
         if name.startswith(DECODER_PREFIXES) and "relative_position_bias" not in name
     }
-    if scope == "decoder":
+    if tuned == "decoder":
         assert changed and changed <= decoder_side
     else:
         assert any(name.startswith("encoder.") for name in changed)
@@ -329,6 +340,11 @@ def test_a_noise_free_scan_of_unknown_thickness_is_not_adapted_but_at_x6_with_th
     assert one.for_noise_free(4.0) is None and one.for_noise_free(8.0) is None
     assert one.for_noise_free(NOISE_FREE_ADAPT_FACTORS[0]).unknown == "mix"
     assert one.for_noise_free(NOISE_FREE_ADAPT_FACTORS[1]) is None
+    # At x6 a scan with noise tunes every parameter by default; a noise-free one the decoder.
+    assert one.scope_for(6.0) == "all" and one.scope_for(4.0) == one.scope_for(8.0) == "decoder"
+    assert one.for_noise_free(6.0).scope_for(6.0) == "decoder"
+    told = AdaptConfig(scope="all")
+    assert told.for_noise_free(6.0).scope_for(6.0) == "all" and told.scope_for(4.0) == "all"
     with pytest.raises(TransMRSRError, match="noise floor"):
         AdaptConfig(min_noise=1.5)
 

@@ -160,13 +160,17 @@ def test_restore_with_a_guide_registers_checks_and_feeds_it(
     session, zero_guide_file, guided_model_file, tiny_model_file
 ):
     scan, guide = session
-    plain = restore_volume(scan, load_model(tiny_model_file))
+    plain = restore_volume(scan, load_model(tiny_model_file), planes="both")
     zero = restore_volume(scan, load_model(zero_guide_file), guide=guide)
     assert zero.guide is not None and zero.guide.similarity >= 0.45
     assert zero.guide.coverage > 0.99 and zero.guide.shift_mm < 2.0
     assert zero.describe().endswith("guided")
-    # A guide of zero weight changes nothing: the guided restore is the unguided one.
+    # A guide of zero weight changes nothing: the guided restore is the unguided one (a
+    # guided restore fuses both plane orientations by default, an unguided one takes one).
     np.testing.assert_allclose(zero.volume.data, plain.volume.data, rtol=0, atol=1e-4)
+    one = restore_volume(scan, load_model(zero_guide_file), guide=guide, planes="one")
+    default = restore_volume(scan, load_model(tiny_model_file))
+    np.testing.assert_allclose(one.volume.data, default.volume.data, rtol=0, atol=1e-4)
     guided = restore_volume(scan, load_model(guided_model_file), guide=guide)
     np.testing.assert_array_equal(guided.volume.affine, plain.volume.affine)
     assert not np.allclose(guided.volume.data, plain.volume.data, atol=1e-3)
@@ -384,9 +388,11 @@ def test_bids_guides_each_scan_with_its_sessions_isotropic_t1w(
     ]
     assert side["GuideSimilarity"] >= 0.45
     guided = load_volume(out / "sub-01/ses-1/anat/sub-01_ses-1_desc-restored_T2w.nii.gz")
-    # --no-guide: the same restore without a guide, which the zero weight makes identical.
+    # --no-guide: the same restore without a guide, which the zero weight makes identical
+    # (with both plane orientations, as a guided restore takes by default).
     plain_out = tmp_path / "plain"
     unguided = ["--model", str(tiny_model_file), "--suffix", "T2w", "--no-guide"]
+    unguided += ["--planes", "both"]
     assert main([*args[:2], str(plain_out), *args[3:], *unguided]) == 0
     plain_side = plain_out / "sub-01/ses-1/anat/sub-01_ses-1_desc-restored_T2w.json"
     plain = json.loads(plain_side.read_text())

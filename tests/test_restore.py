@@ -131,6 +131,9 @@ def test_one_plane_prefers_square_voxels_then_more_planes():
     assert slice_axes_for("one", 1, ixi[0]) == [0]
     assert slice_axes_for("one", 1, ixi[0], (1.0, 1.0, 1.0)) == [0]
     assert slice_axes_for("both", 1, ixi[0], ixi[1]) == [0, 2]
+    # A guided restore fuses both orientations unless told otherwise.
+    assert slice_axes_for("auto", 1, ixi[0], ixi[1], guided=True) == [0, 2]
+    assert slice_axes_for("one", 1, ixi[0], ixi[1], guided=True) == [2]
 
 
 @pytest.mark.slow

@@ -142,10 +142,11 @@ def add_network_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--adapt-scope",
-        default="decoder",
+        default=AdaptConfig.scope,
         choices=ADAPT_SCOPES,
-        help="which parameters --adapt tunes: decoder (default: the decoder side, encoder "
-        "frozen; about half the time per step) or all",
+        help="which parameters --adapt tunes: decoder (the decoder side, encoder frozen; half "
+        "the time and memory per step), all, or auto (the default: all at x4.5-7 unless the "
+        "scan is noise-free, decoder elsewhere)",
     )
     parser.add_argument(
         "--unknown-slices",

@@ -98,7 +98,8 @@ def add_restore_run_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=PLANE_CHOICES,
         help="one plane orientation (the one nearest to square voxels), or both orientations "
-        "containing the thick axis fused (auto: the measured best per second)",
+        "containing the thick axis fused (auto: the measured best per second, one; both "
+        "for a restore that uses a guide)",
     )
     parser.add_argument(
         "--consistency",

@@ -70,8 +70,15 @@ NOISE_FREE_LEVEL = 0.012
 #: the x4 and x8 files restore them better as they are (MNI152 x4 +3.85 against +3.24, x8
 #: +2.86 against +2.51; Colin27 x4 +2.98 against +2.96; docs/experiments.md, 2026-12-07).
 NOISE_FREE_ADAPT_FACTORS = (4.5, 7.0)
-#: Which parameters the adaptation tunes (:func:`adaptable_parameters`).
-ADAPT_SCOPES = ("decoder", "all")
+#: Which parameters the adaptation tunes (:func:`adaptable_parameters`); ``auto`` is made
+#: concrete per scan by :meth:`AdaptConfig.scope_for`.
+ADAPT_SCOPES = ("auto", "decoder", "all")
+#: Factors at which ``auto`` tunes every parameter of a scan with noise: those of the shipped
+#: x6 file (4.5-7), where the decoder side alone cost a real T2 0.065 dB at x6 (+1.097 against
+#: +1.162 dB over cubic) for 0.017 dB on a T1 with skull; a noise-free scan there keeps the
+#: decoder scope (MNI152 x6 +2.476 against +2.447; docs/experiments.md, 2026-12-07). Elsewhere
+#: both scopes restored the suite's cases alike, and the decoder's step costs half.
+ALL_SCOPE_FACTORS = (4.5, 7.0)
 #: Parameters of the decoder side of a TransMRSR network: the generator, the channel-wise
 #: scale & shift from the encoder's features, the reconstruction head and the guide branch.
 DECODER_PREFIXES = ("decoder.", "cwss.", "reconstruction.", "guide_branch.")
@@ -87,10 +94,12 @@ class AdaptConfig:
     times it was worse on the held-out routine scan (docs/experiments.md). The precision is the
     restore's (:func:`~transmrsr.devices.inference_uses_bf16`).
 
-    ``scope``: which parameters are tuned (:func:`adaptable_parameters`). ``decoder`` (default)
-    leaves the encoder and the attention position tables as trained, so that no gradient
-    flows through the encoder and attention runs PyTorch's fused kernel backwards as well:
-    a step costs about half of one over ``all`` parameters on a 2-core CPU (docs/experiments.md).
+    ``scope``: which parameters are tuned (:func:`adaptable_parameters`). ``decoder`` leaves
+    the encoder and the attention position tables as trained, so that no gradient flows
+    through the encoder and attention runs PyTorch's fused kernel backwards as well: a step
+    costs about half of one over ``all`` parameters on a 2-core CPU, with half the memory
+    (docs/experiments.md). ``auto`` (default) is ``all`` for a scan with noise at
+    :data:`ALL_SCOPE_FACTORS` and ``decoder`` elsewhere (:meth:`scope_for`).
 
     ``profiles``: the slice-profile shapes the pairs draw from. ``None`` (default): the
     SPEC's Gaussian when the scan's slice thickness is known (given, or from a sidecar or the
@@ -121,7 +130,7 @@ class AdaptConfig:
     batch_size: int = 4
     seed: int = 0
     profiles: tuple[str, ...] | None = None
-    scope: str = "decoder"
+    scope: str = "auto"
     unknown: str = "auto"
     min_noise: float = NOISE_FREE_LEVEL
 
@@ -131,8 +140,18 @@ class AdaptConfig:
         (``None``); asked for the mix (``unknown="mix"``), always the mix."""
         lo, hi = NOISE_FREE_ADAPT_FACTORS
         if self.unknown == "mix" or lo <= factor < hi:
-            return replace(self, unknown="mix")
+            scope = "decoder" if self.scope == "auto" else self.scope
+            return replace(self, unknown="mix", scope=scope)
         return None
+
+    def scope_for(self, factor: float) -> str:
+        """The scope the adaptation of a scan of ``factor`` tunes: ``auto`` made concrete
+        (``all`` at :data:`ALL_SCOPE_FACTORS`, else ``decoder``); a noise-free scan's ``auto``
+        was already made ``decoder`` (:meth:`for_noise_free`)."""
+        if self.scope != "auto":
+            return self.scope
+        lo, hi = ALL_SCOPE_FACTORS
+        return "all" if lo <= factor < hi else "decoder"
 
     def for_factor(self, factor: float) -> AdaptConfig:
         """This config for a scan of ``factor``: ``unknown="auto"`` made concrete."""
@@ -171,6 +190,8 @@ def adaptable_parameters(network: nn.Module, scope: str) -> list[nn.Parameter]:
     tuning everything does. Networks without a decoder side (the CNN baselines) tune every
     parameter.
     """
+    if scope not in ("decoder", "all"):
+        raise TransMRSRError(f"a concrete adaptation scope is decoder or all, got {scope!r}")
     named = list(network.named_parameters())
     if scope == "all":
         return [p for _, p in named]
@@ -325,7 +346,8 @@ def adapt_network(
     pairs = scan_pair_configs(network, factor, config, thickness)
     device = torch.device(device)
     adapted = copy.deepcopy(network).to(device).train()
-    tuned = adaptable_parameters(adapted, config.scope)
+    scope = config.scope_for(factor)
+    tuned = adaptable_parameters(adapted, scope)
     chosen = {id(p) for p in tuned}
     for parameter in adapted.parameters():
         parameter.requires_grad_(id(parameter) in chosen)
@@ -338,7 +360,7 @@ def adapt_network(
         config.steps,
         config.batch_size,
         len(images),
-        config.scope,
+        scope,
         sum(p.numel() for p in tuned),
         sum(p.numel() for p in adapted.parameters()),
     )

@@ -78,6 +78,11 @@ SPECIALISTS: dict[str, tuple[str, ...]] = {"t1": ("t1_x4", "t1_x6", "t1_x8")}
 DEFAULT_MODEL = "t1"
 #: What ``--planes auto`` means; chosen by ``benchmarks/bench_restore.py`` (gain per second).
 AUTO_PLANES = "one"
+#: What ``--planes auto`` means for a restore that uses a guide: its branch's errors differ
+#: between the two orientations and average out, +0.18 to +0.36 dB on the regression suite's
+#: guided cases at x4 (docs/experiments.md, 2026-12-07), for a small part of a guided
+#: restore's time (the branch's fit takes most of it).
+GUIDED_AUTO_PLANES = "both"
 PLANE_CHOICES = ("auto", "one", "both")
 
 
@@ -162,8 +167,10 @@ def slice_axes_for(
     thick_axis: int,
     shape: tuple[int, ...],
     spacing: tuple[float, ...] | None = None,
+    guided: bool = False,
 ) -> list[int]:
-    """Plane stacks to run: ``both`` orientations, or ``one``.
+    """Plane stacks to run: ``both`` orientations, or ``one``; ``auto`` is
+    :data:`GUIDED_AUTO_PLANES` for a ``guided`` restore, else :data:`AUTO_PLANES`.
 
     ``one`` is the orientation whose planes are nearest to square voxels on the output grid
     (the in-plane axis spacing closest to the restored thick axis's), because the network was
@@ -174,7 +181,7 @@ def slice_axes_for(
     if planes not in PLANE_CHOICES:
         raise TransMRSRError(f"--planes must be one of {', '.join(PLANE_CHOICES)}, got {planes!r}")
     if planes == "auto":
-        planes = AUTO_PLANES
+        planes = GUIDED_AUTO_PLANES if guided else AUTO_PLANES
     axes = list(planes_axes(thick_axis))
     if planes == "both":
         return axes
@@ -436,11 +443,12 @@ def restore_volume(
     data, affine = upsample(volume.data, volume.affine, thick, k, "cubic")
     head = head_mask(data)
     cubic_stripes = _stripes(data, thick, k, head)
-    axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)))
+    guided = report is not None and guide_channels(network) > 0
+    axes = slice_axes_for(planes, thick, data.shape, tuple(voxel_sizes(affine)), guided)
     normalised = scaler(data)
     del data  # arrays of the output's size are dropped as soon as they are used up
     guide_planes = None
-    if report is not None and guide_channels(network):
+    if guided:
         on_output = resample_guide(guide, report.registration, normalised.shape, affine)
         guide_planes = _guide_values(on_output, guide_scaler)
     restored = restore_along_planes(
