@@ -20,6 +20,7 @@ from conftest import phantom, write_dicom_series
 from test_registration import T1, T2, head_labels, make_thick, render
 from test_synthetic import PLAIN, write_label_maps, write_subjects, write_tables
 
+import transmrsr
 from transmrsr.cli.main import main
 from transmrsr.errors import GuideError, TransMRSRError
 from transmrsr.inference.adapt import AdaptConfig, adapt_network
@@ -356,6 +357,24 @@ def test_restore_cli_refuses_a_wrong_guide_in_one_line_or_falls_back(
     alone = tmp_path / "alone.nii.gz"
     assert main(["restore", str(thick), str(alone), *plain]) == 0
     np.testing.assert_array_equal(load_volume(out).data, load_volume(alone).data)
+
+
+def test_the_guides_similarity_threshold_is_an_option(
+    tmp_path, session, write_nifti, zero_guide_file, capsys
+):
+    thick, guide, _ = _cli(tmp_path, session, write_nifti)
+    out = tmp_path / "out.nii.gz"
+    base = ["restore", str(thick), str(out), "--model", str(zero_guide_file), "--adapt", "0"]
+    base += ["--guide", str(guide), "--guide-steps", "0"]
+    # The same head's guide passes the default check, and fails one no pair of scans passes.
+    assert main([*base, "--guide-min-similarity", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "edge similarity" in err[0] and not out.exists()
+    assert main([*base, "--guide-min-similarity", "0"]) == 0 and out.exists()
+    assert main([*base, "--guide-min-similarity", "1.5"]) == 2
+    assert "must be in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(TransMRSRError, match="guide_min_similarity"):
+        transmrsr.restore(str(thick), guide=str(guide), guide_min_similarity=-0.1)
 
 
 # ----------------------------------------------------------------------------- BIDS

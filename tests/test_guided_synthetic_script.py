@@ -52,3 +52,9 @@ def test_the_table_gives_each_case_and_the_mean_difference(gs):
     text = gs.table([record(0, 4.0, 1.0, 3.0), refused])
     assert "| 2 (s2) | x4 | +1.000 | refused: the guide does not look like the scan |" in text
     assert "| mean | x4 | | | **+2.000** | | |" in text  # a refused guide is not averaged
+    # What the refused guide would have given with the check off is shown beside it.
+    refused["forced"] = {"gain_psnr": 2.5, "gain_ssim": 0.03, "seconds": 300.0}
+    assert (
+        "refused: the guide does not look like the scan; with the check off +2.500 (+1.500 "
+        "over unguided) |" in gs.table([refused])
+    )
