@@ -679,7 +679,8 @@ def check_guide(
         raise GuideError(
             f"the guide does not look like the scan's head once registered (edge similarity "
             f"{similarity:.2f}, below {min_similarity:g}; scans of one head score about 0.6 "
-            "or more): is it a scan of the same patient?"
+            "or more): is it a scan of the same patient? (If it is, --guide-min-similarity "
+            "lowers the threshold.)"
         )
     report = GuideReport(registration=registration, coverage=covered, similarity=similarity)
     log.info("%s", report.summary())
