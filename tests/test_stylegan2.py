@@ -7,11 +7,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import nibabel as nib
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import oriented_affine, phantom
 
 from transmrsr.cli.main import main
 from transmrsr.errors import TransMRSRError
@@ -235,19 +233,6 @@ def test_the_prior_table():
 
 
 # ---------------------------------------------------------------- stage-1 training
-
-
-@pytest.fixture
-def phantom_data(tmp_path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for i in range(3):
-        affine = oriented_affine("PSR" if i % 2 else "LAS")
-        nib.save(
-            nib.Nifti1Image(phantom((36, 40, 30), seed=i), affine),
-            folder / f"IXI00{i}-Guys-0000-T1.nii.gz",
-        )
-    return folder
 
 
 def test_the_stylegan2_prior_config():
