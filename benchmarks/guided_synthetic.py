@@ -83,6 +83,15 @@ def score_head(args: argparse.Namespace, index: int, factor: float) -> dict:
     brain = Volume(data=brain.astype(np.float32), affine=affine)
     base = compare_volumes(cubic, ref, mask=brain, thick_axis=axis, period=factor)
     record: dict = {"head": index, "subject": subject, "factor": factor}
+
+    def scored(restored: Volume, seconds: float) -> dict:
+        ours = compare_volumes(restored, ref, mask=brain, thick_axis=axis, period=factor)
+        return {
+            "gain_psnr": ours.psnr_masked - base.psnr_masked,
+            "gain_ssim": ours.ssim_masked - base.ssim_masked,
+            "seconds": seconds,
+        }
+
     for name, guide_volume in (
         ("unguided", None),
         ("guided", Volume(data=guide, affine=affine)),
@@ -98,24 +107,15 @@ def score_head(args: argparse.Namespace, index: int, factor: float) -> dict:
             result = run_restore(
                 thick, guide=guide_volume, guide_min_similarity=0.0, progress=False
             )
-            forced = compare_volumes(result.volume, ref, mask=brain, thick_axis=axis, period=factor)
             record["forced"] = {
-                "gain_psnr": forced.psnr_masked - base.psnr_masked,
-                "gain_ssim": forced.ssim_masked - base.ssim_masked,
-                "seconds": time.perf_counter() - start,
+                **scored(result.volume, time.perf_counter() - start),
                 "held_out_gain_db": result.guide_gain_db,
                 "guide_used": bool(result.guide_used),
             }
             # The default restore then falls back to the unguided one, already scored.
             record[name] = dict(record["unguided"])
             continue
-        seconds = time.perf_counter() - start
-        ours = compare_volumes(result.volume, ref, mask=brain, thick_axis=axis, period=factor)
-        record[name] = {
-            "gain_psnr": ours.psnr_masked - base.psnr_masked,
-            "gain_ssim": ours.ssim_masked - base.ssim_masked,
-            "seconds": seconds,
-        }
+        record[name] = scored(result.volume, time.perf_counter() - start)
         if guide_volume is not None:
             record[name]["held_out_gain_db"] = result.guide_gain_db
             record[name]["guide_used"] = bool(result.guide_used)
