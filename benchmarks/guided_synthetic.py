@@ -104,9 +104,7 @@ def score_head(args: argparse.Namespace, index: int, factor: float) -> dict:
             # and what the guide would have given had it been taken (the check turned off).
             log.warning("head %d x%g: guide refused: %s", index, factor, exc)
             record["refused"] = str(exc)
-            result = run_restore(
-                thick, guide=guide_volume, guide_min_similarity=0.0, progress=False
-            )
+            result = run_restore(thick, guide=guide_volume, guide_check=False, progress=False)
             record["forced"] = {
                 **scored(result.volume, time.perf_counter() - start),
                 "held_out_gain_db": result.guide_gain_db,

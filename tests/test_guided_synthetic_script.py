@@ -48,13 +48,13 @@ def test_the_table_gives_each_case_and_the_mean_difference(gs):
     assert "| 0 (s0) | x4 | +1.000 | +3.000 | **+2.000** |" in text
     assert "| mean | x4 | | | **+1.500** | | |" in text
     assert "| mean | x8 | | | **+0.500** | | |" in text
-    refused = {**record(2, 4.0, 1.0, 1.0), "refused": "the guide does not look like the scan"}
+    refused = {**record(2, 4.0, 1.0, 1.0), "refused": "the guide does not line up with the scan"}
     text = gs.table([record(0, 4.0, 1.0, 3.0), refused])
-    assert "| 2 (s2) | x4 | +1.000 | refused: the guide does not look like the scan |" in text
+    assert "| 2 (s2) | x4 | +1.000 | refused: the guide does not line up with the scan |" in text
     assert "| mean | x4 | | | **+2.000** | | |" in text  # a refused guide is not averaged
     # What the refused guide would have given with the check off is shown beside it.
     refused["forced"] = {"gain_psnr": 2.5, "gain_ssim": 0.03, "seconds": 300.0}
     assert (
-        "refused: the guide does not look like the scan; with the check off +2.500 (+1.500 "
+        "refused: the guide does not line up with the scan; with the check off +2.500 (+1.500 "
         "over unguided) |" in gs.table([refused])
     )

@@ -53,7 +53,7 @@ from transmrsr.io import (
     to_nifti,
     volume_from_array,
 )
-from transmrsr.registration import MIN_SIMILARITY, check_guide, save_transform
+from transmrsr.registration import check_guide, save_transform
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def run_restore(
     guide_fallback: bool = False,
     save_guide_transform: str | os.PathLike[str] | None = None,
     guide_steps: int | GuideFitConfig | None = None,
-    guide_min_similarity: float = MIN_SIMILARITY,
+    guide_check: bool = True,
 ) -> Restoration:
     """:func:`restore`, returning the :class:`~transmrsr.inference.restore.Restoration` (the
     volume, and the thick axis, factor, planes, model and precision used), which is what
@@ -315,9 +315,8 @@ def run_restore(
         )
     config = adapt_config(adapt)
     fit = guide_fit_config(guide_steps)
-    min_similarity = _number(guide_min_similarity, "guide_min_similarity")
-    if not 0.0 <= min_similarity <= 1.0:
-        raise TransMRSRError(f"guide_min_similarity must be in [0, 1], got {min_similarity:g}")
+    if guide_check not in (True, False):
+        raise TransMRSRError(f"guide_check must be True or False, got {guide_check!r}")
     target = _device(device)
     volume = as_volume(image, affine=affine)
     reference = None if like is None else as_volume(like, name="like", require_signal=False)
@@ -334,7 +333,7 @@ def run_restore(
     if guide is not None:
         guide_volume = as_volume(guide, name="guide")
         try:
-            report = check_guide(guide_volume, volume, min_similarity=min_similarity)
+            report = check_guide(guide_volume, volume, same_head=guide_check)
         except GuideError as exc:
             if not guide_fallback:
                 raise
@@ -399,7 +398,7 @@ def restore(
     guide_fallback: bool = False,
     save_guide_transform: str | os.PathLike[str] | None = None,
     guide_steps: int | GuideFitConfig | None = None,
-    guide_min_similarity: float = MIN_SIMILARITY,
+    guide_check: bool = True,
 ) -> nib.Nifti1Image:
     """Restore a thick-slice scan to an isotropic volume: ``transmrsr restore`` in Python.
 
@@ -454,11 +453,11 @@ def restore(
         guide_steps: steps of the guide branch's fit to the scan: ``None`` the default
             (:class:`~transmrsr.inference.guided.GuideFitConfig`), ``0`` no fit, or a
             :class:`~transmrsr.inference.guided.GuideFitConfig`.
-        guide_min_similarity: the least edge similarity of the registered guide and the scan
-            (:func:`~transmrsr.registration.guide_similarity`; default
-            :data:`~transmrsr.registration.MIN_SIMILARITY`, calibrated on real scans: same
-            head 0.61-0.74, other heads 0.03-0.29). Lower it for a true guide refused because
-            the two contrasts share few edges; 0 turns the check off.
+        guide_check: refuse a guide that does not look like the scan's head once registered
+            (:func:`~transmrsr.registration.check_guide`: its edge similarity to the scan
+            and how sharply that peaks at the registered pose, calibrated on real and
+            synthetic scans). ``False`` uses a guide of the same head that the check
+            refuses; the registration's and the coverage's checks still apply.
 
     Returns:
         A float32 NIfTI image on the isotropic grid that ``upsample`` writes (field of view
@@ -489,7 +488,7 @@ def restore(
         guide_fallback=guide_fallback,
         save_guide_transform=save_guide_transform,
         guide_steps=guide_steps,
-        guide_min_similarity=guide_min_similarity,
+        guide_check=guide_check,
     )
     return to_nifti(result.volume, description=result.describe())
 

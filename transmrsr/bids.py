@@ -328,13 +328,15 @@ def sidecar(
     destriped: bool = True,
     guide: BidsImage | None = None,
     guide_similarity: float | None = None,
+    guide_alignment: float | None = None,
     guide_gain_db: float | None = None,
     skull_stripped: bool = False,
 ) -> dict[str, Any]:
     """The JSON sidecar of a restored image: what was restored from what, with what. A
     guided restore lists its guide among the ``Sources``, with the guide's edge similarity
-    to the scan once registered (:func:`~transmrsr.registration.guide_similarity`) and the
-    gain its fitted branch brought on the scan's own held-out in-plane pairs
+    to the scan once registered and how much of it a move of 2 mm loses
+    (:func:`~transmrsr.registration.guide_alignment`), and the gain its fitted branch
+    brought on the scan's own held-out in-plane pairs
     (:mod:`transmrsr.inference.guided`). ``SkullStripped`` (required of anatomical
     derivatives) is the input's: the restore keeps the head it is given."""
     sources = [f"bids:raw:{image.relative}"]
@@ -359,6 +361,8 @@ def sidecar(
     content["SkullStripped"] = bool(skull_stripped)
     if guide is not None and guide_similarity is not None:
         content["GuideSimilarity"] = round(float(guide_similarity), 4)
+    if guide is not None and guide_alignment is not None:
+        content["GuideAlignment"] = round(float(guide_alignment), 4)
     if guide is not None and guide_gain_db is not None:
         content["GuideHeldOutGainDB"] = round(float(guide_gain_db), 3)
     return content

@@ -138,6 +138,7 @@ def _job(
             destriped=args.destripe,
             guide=guide if result.guide is not None and result.guide_used else None,
             guide_similarity=None if result.guide is None else result.guide.similarity,
+            guide_alignment=None if result.guide is None else result.guide.alignment,
             guide_gain_db=result.guide_gain_db,
             skull_stripped=skull_stripped,
         )

@@ -67,14 +67,6 @@ def fraction(text: str) -> float:
     return value
 
 
-def unit_fraction(text: str) -> float:
-    """A number in [0, 1], e.g. a similarity threshold (0: no check)."""
-    value = factor_type(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1]")
-    return value
-
-
 def slice_thickness_type(text: str) -> float | str:
     """``--slice-thickness`` value: ``auto``, ``spacing`` or a length in mm above zero."""
     if text in ("auto", "spacing"):

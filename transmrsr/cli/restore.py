@@ -30,7 +30,6 @@ from transmrsr.cli.common import (
     add_network_run_arguments,
     int_at_least,
     slice_thickness_type,
-    unit_fraction,
 )
 from transmrsr.cohort import Shard, resolve_shard
 from transmrsr.devices import resolve_device
@@ -53,7 +52,6 @@ from transmrsr.io import (
     check_writable_folder,
     save_volume,
 )
-from transmrsr.registration import MIN_SIMILARITY
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +222,12 @@ def add_guide_arguments(parser: argparse.ArgumentParser) -> None:
         f"{GuideFitConfig.steps}); 0: no fit (only a model trained with a guide uses it)",
     )
     parser.add_argument(
-        "--guide-min-similarity",
-        type=unit_fraction,
-        default=MIN_SIMILARITY,
-        metavar="S",
-        help="refuse a guide whose edge similarity to the scan, once registered, is below S "
-        f"(default {MIN_SIMILARITY:g}: scans of one head scored 0.61-0.74, of other heads "
-        "0.03-0.29); lower it for a true guide whose contrast shares few edges with the "
-        "scan's, 0: no check",
+        "--no-guide-check",
+        dest="guide_check",
+        action="store_false",
+        help="use the guide even when it does not look like the scan's head once registered "
+        "(little edge similarity, and none that peaks at the registered pose): for a true "
+        "guide the check refuses; the registration's and the coverage's checks still apply",
     )
     parser.add_argument(
         "--save-guide-transform",
@@ -534,7 +530,7 @@ def _restore(
         guide_fallback=getattr(args, "guide_fallback", False),
         save_guide_transform=transform,
         guide_steps=getattr(args, "guide_steps", GuideFitConfig.steps),
-        guide_min_similarity=getattr(args, "guide_min_similarity", MIN_SIMILARITY),
+        guide_check=getattr(args, "guide_check", True),
     )
 
 
