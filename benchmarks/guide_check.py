@@ -147,26 +147,19 @@ def synthetic_pairs(labels: Path, count: int) -> Iterator[tuple[str, str, object
         HeadConfig,
         LabelTables,
         crop_to_head,
-        deform_labels,
         discover_label_maps,
         load_label_map,
-        misalign,
-        synthesize_head,
+        synthesize_guided_head,
     )
     from transmrsr.volume import Volume
 
     tables = LabelTables.load(labels)
+    contrast, guide_contrast = HeadConfig(contrast="random"), HeadConfig(contrast="t1")
     heads = []
     for i, entry in enumerate(discover_label_maps(labels)[:count]):
         anatomy, affine = crop_to_head(*load_label_map(entry.path))
         key = (SYNTH_SEED, 100 + i)
-        scan_contrast, guide_contrast = HeadConfig(contrast="random"), HeadConfig(contrast="t1")
-        anatomy = deform_labels(anatomy, scan_contrast, np.random.default_rng((*key, 0)))
-        image, _ = synthesize_head(anatomy, tables, scan_contrast, (*key, 1), deform=False)
-        guide, _ = synthesize_head(anatomy, tables, guide_contrast, (*key, 2), deform=False)
-        guide = misalign(
-            guide, np.random.default_rng((*key, 3)), shift_voxels=1.0, rotate_degrees=1.0
-        )
+        image, guide = synthesize_guided_head(anatomy, tables, contrast, guide_contrast, key)
         thick = thick_of(Volume(data=image.astype(np.float32), affine=affine), 4.0)
         heads.append((thick, Volume(data=guide.astype(np.float32), affine=affine)))
     for i, (thick, guide) in enumerate(heads):
